@@ -1,0 +1,1 @@
+"""Fixative protection-strength evaluation. Uses ``protect``; never imported by it."""

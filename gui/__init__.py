@@ -1,0 +1,1 @@
+"""Fixative desktop GUI (Gradio). Uses ``protect``; never imported by it."""
