@@ -1,0 +1,84 @@
+"""Constraints that keep a perturbation imperceptible, separate from the objective.
+
+- :class:`LpipsBudget`: LPIPS(x + d, x) <= budget (typical budgets 0.03-0.10 with LPIPS alex).
+- :class:`LinfCap`: |d| <= eps per pixel, eps in [0,1] units (0.04 ~ 10/255).
+- The valid pixel range: x + d stays inside [0,1].
+
+The budget is a guarantee: :meth:`LpipsBudget.scale_back` shrinks a perturbation, after
+quantisation to the output's bit depth, until the saved pixels are within the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from protect.perceptual import LpipsReference, Perceptual
+
+
+def quantize(image: Tensor, levels: int = 255) -> Tensor:
+    """Round an image in [0,1] to ``levels`` steps (255 for 8-bit, 65535 for 16-bit output)."""
+    return torch.round(image.clamp(0, 1) * levels) / levels
+
+
+@dataclass
+class LinfCap:
+    """Per-pixel cap on the perturbation, ``eps`` in [0,1] units."""
+
+    eps: float
+
+    def project(self, delta: Tensor) -> Tensor:
+        return delta.clamp(-self.eps, self.eps)
+
+
+class LpipsBudget:
+    """LPIPS(x + d, x) <= budget, against a fixed original whose features are computed once."""
+
+    def __init__(self, perceptual: Perceptual, source: Tensor, budget: float):
+        if not 0 < budget < 1:
+            raise ValueError(f"LPIPS budget must be in (0, 1), got {budget}")
+        self.perceptual = perceptual
+        self.source = source
+        self.budget = float(budget)
+        self.reference: LpipsReference = perceptual.reference(source)
+
+    def value(self, candidate: Tensor) -> Tensor:
+        """LPIPS of a candidate image against the original, differentiable; shape [N]."""
+        return self.perceptual.distance_to(candidate, self.reference)
+
+    @torch.no_grad()
+    def measure(self, candidate: Tensor) -> float:
+        return float(self.value(candidate).max())
+
+    @torch.no_grad()
+    def scale_back(
+        self, delta: Tensor, limit: float | None = None, levels: int | None = None, iters: int = 12
+    ) -> tuple[Tensor, float, float]:
+        """Largest scale s in [0,1] with LPIPS(q(x + s*d), x) <= limit (default: the budget).
+
+        ``q`` quantises to ``levels`` when given, so the check is on exactly the pixels that
+        will be saved. Returns (s * d after the range clamp, its LPIPS, s). Bisection: LPIPS
+        grows with s in practice; the returned candidate is always verified.
+        """
+        limit = self.budget if limit is None else limit
+
+        def make(s: float) -> Tensor:
+            out = (self.source + s * delta).clamp(0, 1)
+            return quantize(out, levels) if levels else out
+
+        full = self.measure(make(1.0))
+        if full <= limit:
+            return make(1.0) - self.source, full, 1.0
+        lo, hi, lo_val = 0.0, 1.0, 0.0
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            v = self.measure(make(mid))
+            if v <= limit:
+                lo, lo_val = mid, v
+            else:
+                hi = mid
+        if lo == 0.0:
+            return torch.zeros_like(delta), 0.0, 0.0
+        return make(lo) - self.source, lo_val, lo

@@ -1,0 +1,271 @@
+"""The protection engine: one image in, a protected image and its measurements out.
+
+:class:`Protector` holds the models (encoders and LPIPS), loaded once and reused over a whole
+portfolio. :meth:`Protector.protect` runs the search (whole image, or overlapping tiles for
+large images), quantises the result to the output's bit depth, scales it back until LPIPS of
+the saved pixels is within the budget (a guarantee, checked in float32), and measures it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from protect.constraints import LpipsBudget, quantize
+from protect.devices import resolve_device
+from protect.encoders import Encoder, load_encoders
+from protect.errors import ConfigError
+from protect.metrics import linf, psnr, ssim
+from protect.objectives import AwayFromSource, Objective, TowardsTarget
+from protect.optimizer import OptimizerSettings, StepInfo, search
+from protect.perceptual import Perceptual
+from protect.store import ModelStore
+from protect.tiling import Tile, blend, plan_tiles, tile_weights
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("target", "away")
+
+
+@dataclass
+class ProtectionMetrics:
+    """What the protection achieved, measured on the quantised output.
+
+    - ``lpips``: LPIPS of the output against the input (<= the budget, guaranteed).
+    - ``psnr`` (dB), ``ssim`` (1 = identical), ``linf`` (largest pixel change, [0,1] units).
+    - ``distance_before`` / ``distance_after``: per encoder, ||E(x) - E(t)|| and ||E(x') - E(t)||
+      for a target objective; for "away", the distance of E(x') from E(x) (before = 0).
+    - ``ratio``: per encoder, after / before (target objective only; lower is stronger).
+    - ``mean_ratio``: the mean of ``ratio`` over encoders (None for "away").
+    - ``steps``, ``seconds``: search effort (all tiles); ``stopped``: why the search ended.
+    - ``scale``: the final scale-back factor (1 = the search's result was kept as is).
+    """
+
+    lpips: float
+    psnr: float
+    ssim: float
+    linf: float
+    distance_before: dict[str, float]
+    distance_after: dict[str, float]
+    ratio: dict[str, float] | None
+    mean_ratio: float | None
+    steps: int
+    seconds: float
+    stopped: str
+    scale: float
+    tiles: int
+    encoders: list[str]
+
+
+@dataclass
+class ProtectionResult:
+    """The protected image (1x3xHxW float, on the quantisation grid), its alpha, and metrics."""
+
+    image: Tensor
+    alpha: np.ndarray | None
+    metrics: ProtectionMetrics
+    settings: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        """JSON-ready settings and metrics."""
+        return {"settings": self.settings, "metrics": asdict(self.metrics)}
+
+
+@dataclass
+class TileProgress(StepInfo):
+    """A step of one tile: ``tile`` counts from 1 to ``tiles``."""
+
+    tile: int = 1
+    tiles: int = 1
+
+
+class Protector:
+    """Encoders + LPIPS on one device, ready to protect any number of images.
+
+    Build with explicit components, or with :meth:`from_specs` from encoder specs
+    ("taef2", "sd15", a path, a hub id) and an LPIPS net name.
+    """
+
+    def __init__(self, encoders: Sequence[Encoder], perceptual: Perceptual, device: torch.device | str = "cpu"):
+        if not encoders:
+            raise ConfigError("at least one encoder is needed")
+        self.device = resolve_device(device)
+        self.encoders = [e.to(self.device) for e in encoders]
+        self.perceptual = perceptual.to(self.device)
+        self.align = max(int(getattr(e, "downsample", 8)) for e in self.encoders)
+
+    @classmethod
+    def from_specs(
+        cls,
+        encoders: Sequence[str],
+        *,
+        lpips_net: str = "alex",
+        models_dir: str | None = None,
+        device: str = "auto",
+    ) -> Protector:
+        """Load encoders and LPIPS from the model store (explicit path > models_dir > env > checkout > hub)."""
+        dev = resolve_device(device)
+        store = ModelStore(models_dir)
+        loaded = load_encoders(list(encoders), store=store, device=dev)
+        return cls(loaded, Perceptual.load(lpips_net, store=store, device=dev), dev)
+
+    def set_channels_last(self, enabled: bool) -> None:
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        for m in [*self.encoders, self.perceptual]:
+            m.to(memory_format=fmt)
+
+    def _objective(self, kind: str) -> Objective:
+        if kind == "target":
+            return TowardsTarget()
+        if kind == "away":
+            return AwayFromSource()
+        raise ConfigError(f"unknown objective {kind!r}; choose one of {', '.join(OBJECTIVES)}")
+
+    def protect(
+        self,
+        image: Tensor,
+        target: Tensor | None = None,
+        *,
+        objective: str = "target",
+        budget: float = 0.07,
+        settings: OptimizerSettings | None = None,
+        alpha: np.ndarray | None = None,
+        levels: int = 255,
+        tile_size: int = 1024,
+        tile_overlap: int = 128,
+        callback: Callable[[TileProgress], bool | None] | None = None,
+    ) -> ProtectionResult:
+        """Protect ``image`` (1x3xHxW or 3xHxW floats in [0,1]) within an LPIPS ``budget``.
+
+        - ``target``: an image of the same size to move the encoders' view towards
+          (objective "target"); ignored for objective "away".
+        - ``budget``: LPIPS (alex by default) of the output against the input, in (0, 1);
+          0.03 is very subtle, 0.07 a good default, 0.1 and above becomes visible.
+        - ``levels``: the output's quantisation (255 for 8-bit files, 65535 for 16-bit).
+        - ``tile_size``/``tile_overlap``: images larger than ``tile_size`` on a side are
+          protected in overlapping tiles (pixels).
+        - ``callback``: called after every step with a :class:`TileProgress`; return False to
+          cancel (the best result so far is kept and still checked against the budget).
+        """
+        settings = settings or OptimizerSettings()
+        if not 0 < budget < 1:
+            raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {budget}")
+        if image.dim() == 3:
+            image = image[None]
+        if image.dim() != 4 or image.shape[:2] != (1, 3):
+            raise ConfigError(f"expected one RGB image (1x3xHxW), got shape {tuple(image.shape)}")
+        source = image.to(self.device, torch.float32)
+        if objective == "target":
+            if target is None:
+                raise ConfigError("objective 'target' needs a target image")
+            if target.dim() == 3:
+                target = target[None]
+            if target.shape != source.shape:
+                raise ConfigError(
+                    f"target size {tuple(target.shape[-2:])} differs from the image's {tuple(source.shape[-2:])}"
+                )
+            target = target.to(self.device, torch.float32)
+        self.set_channels_last(settings.channels_last)
+        height, width = source.shape[-2:]
+        tiles = plan_tiles(height, width, tile_size, tile_overlap, self.align)
+        started = time.perf_counter()
+
+        deltas, steps, stopped = [], 0, []
+        total_area = sum(t.height * t.width for t in tiles)
+        for index, tile in enumerate(tiles, start=1):
+            tile_settings = settings
+            if settings.seconds is not None and len(tiles) > 1:
+                share = settings.seconds * tile.height * tile.width / total_area
+                tile_settings = replace(settings, seconds=share)
+            src = tile.crop(source)
+            tgt = tile.crop(target) if target is not None and objective == "target" else None
+            obj = self._objective(objective)
+            obj.prepare(self.encoders, src, tgt)
+            constraint = LpipsBudget(self.perceptual, src, budget)
+
+            def relay(info: StepInfo, index: int = index) -> bool | None:
+                if callback is None:
+                    return None
+                return callback(TileProgress(**vars(info), tile=index, tiles=len(tiles)))
+
+            outcome = search(src, self.encoders, obj, constraint, tile_settings, relay)
+            deltas.append(outcome.delta)
+            steps += outcome.steps
+            stopped.append(outcome.stopped)
+            if outcome.stopped == "cancelled":
+                deltas.extend(torch.zeros_like(t.crop(source)) for t in tiles[index:])
+                break
+
+        if len(tiles) == 1:
+            delta = deltas[0]
+        else:
+            delta = blend(deltas, tiles, tile_weights(tiles, height, width, source.device), source)
+
+        # the guarantee: quantise, then scale back until LPIPS of the saved pixels is within budget
+        final = LpipsBudget(self.perceptual, source, budget)
+        with torch.no_grad():
+            delta_q, lp, scale = final.scale_back(delta, levels=levels)
+        protected = quantize(source + delta_q, levels)
+        seconds = time.perf_counter() - started
+        metrics = self._measure(source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped)
+        return ProtectionResult(
+            protected.cpu(),
+            alpha,
+            metrics,
+            {
+                "objective": objective,
+                "budget": budget,
+                "levels": levels,
+                "tile_size": tile_size,
+                "tile_overlap": tile_overlap,
+                "device": str(self.device),
+                "lpips_net": self.perceptual.net,
+                **asdict(settings),
+            },
+        )
+
+    @torch.no_grad()
+    def _latent_sq_dist(self, encoder: Encoder, a: Tensor, b: Tensor, tiles: list[Tile]) -> float:
+        """||E(a) - E(b)||^2, summed over non-overlapping cells for tiled images."""
+        if len(tiles) == 1:
+            return float(((encoder(a).float() - encoder(b).float()) ** 2).sum())
+        size = max(max(t.height, t.width) for t in tiles)
+        cells = plan_tiles(a.shape[-2], a.shape[-1], size, 0, self.align)
+        return sum(float(((encoder(c.crop(a)).float() - encoder(c.crop(b)).float()) ** 2).sum()) for c in cells)
+
+    def _measure(self, source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped):
+        names = [getattr(e, "name", type(e).__name__) for e in self.encoders]
+        before, after, ratio = {}, {}, None
+        for name, enc in zip(names, self.encoders, strict=True):
+            if objective == "target":
+                before[name] = self._latent_sq_dist(enc, source, target, tiles) ** 0.5
+                after[name] = self._latent_sq_dist(enc, protected, target, tiles) ** 0.5
+            else:
+                before[name] = 0.0
+                after[name] = self._latent_sq_dist(enc, protected, source, tiles) ** 0.5
+        if objective == "target":
+            ratio = {n: after[n] / before[n] if before[n] > 0 else 1.0 for n in names}
+        order = ("cancelled", "seconds", "early-stop", "steps")
+        why = next((w for w in order if w in stopped), "steps")
+        return ProtectionMetrics(
+            lpips=float(lp),
+            psnr=float(psnr(protected, source)),
+            ssim=float(ssim(protected, source)),
+            linf=float(linf(protected, source)),
+            distance_before=before,
+            distance_after=after,
+            ratio=ratio,
+            mean_ratio=(sum(ratio.values()) / len(ratio)) if ratio else None,
+            steps=steps,
+            seconds=seconds,
+            stopped=why,
+            scale=scale,
+            tiles=len(tiles),
+            encoders=names,
+        )

@@ -1,0 +1,114 @@
+"""Objectives: what the perturbation should do to the encoders' view of the image.
+
+An objective is separate from the constraints that keep the change imperceptible
+(:mod:`protect.constraints`). Every objective is a loss to *minimise*, computed from the
+latents of the perturbed image under each encoder of an ensemble. Each encoder's term is
+normalised by its own value at the start, so every latent space weighs the same whatever its
+size or scale (no latent space dominates).
+
+- :class:`TowardsTarget` (style cloak, concept poison, immunize towards a fixed pattern):
+  ``mean_k w_k * ||E_k(x') - E_k(t)||^2 / ||E_k(x) - E_k(t)||^2``; 1 at the start, 0 when the
+  encoders see the target.
+- :class:`AwayFromSource` (immunize by pushing the latent away from the image's own):
+  ``-mean_k w_k * ||E_k(x') - E_k(x)||^2 / ||E_k(x)||^2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from protect.encoders import Encoder
+
+
+def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """Sum of squared differences over all latent elements (float32)."""
+    return ((a.float() - b.float()) ** 2).sum()
+
+
+class Objective:
+    """Base class: prepared once per image (constant latents cached), then evaluated each step."""
+
+    kind: str = "objective"
+
+    def __init__(self, weights: Sequence[float] | None = None):
+        self.weights = list(weights) if weights is not None else None
+        self.encoders: list[Encoder] = []
+
+    def _weights(self) -> list[float]:
+        w = self.weights or [1.0] * len(self.encoders)
+        if len(w) != len(self.encoders):
+            raise ValueError(f"{len(w)} weights for {len(self.encoders)} encoders")
+        total = sum(w)
+        return [v / total for v in w]
+
+    def prepare(self, encoders: Sequence[Encoder], source: Tensor, target: Tensor | None) -> None:
+        """Cache whatever is constant across steps for this image (and target), in inference mode."""
+        raise NotImplementedError
+
+    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+        """Scalar to minimise, from the perturbed image's latent under each encoder."""
+        raise NotImplementedError
+
+    def distances(self, latents: Sequence[Tensor]) -> list[float]:
+        """The per-encoder distance that this objective moves (to the target, or from the source)."""
+        raise NotImplementedError
+
+    def baselines(self) -> list[float]:
+        """The same distances for the unperturbed image."""
+        raise NotImplementedError
+
+
+class TowardsTarget(Objective):
+    """Pull each encoder's latent of the image towards that of the target image."""
+
+    kind = "towards-target"
+
+    def prepare(self, encoders: Sequence[Encoder], source: Tensor, target: Tensor | None) -> None:
+        if target is None:
+            raise ValueError("a target image is needed to move the latent towards it")
+        if target.shape != source.shape:
+            raise ValueError(f"target shape {tuple(target.shape)} != image shape {tuple(source.shape)}")
+        self.encoders = list(encoders)
+        with torch.no_grad():
+            self.target_latents = [e(target).float() for e in self.encoders]
+            src = [e(source).float() for e in self.encoders]
+            self.start = [_sq_dist(s, t).clamp_min(1e-12) for s, t in zip(src, self.target_latents, strict=True)]
+
+    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+        terms = [w * _sq_dist(z, t) / s for w, z, t, s in
+                 zip(self._weights(), latents, self.target_latents, self.start, strict=True)]
+        return torch.stack(terms).sum()
+
+    def distances(self, latents: Sequence[Tensor]) -> list[float]:
+        return [float(_sq_dist(z, t).sqrt()) for z, t in zip(latents, self.target_latents, strict=True)]
+
+    def baselines(self) -> list[float]:
+        return [float(s.sqrt()) for s in self.start]
+
+
+class AwayFromSource(Objective):
+    """Push each encoder's latent away from that of the unperturbed image (immunize)."""
+
+    kind = "away-from-source"
+
+    def prepare(self, encoders: Sequence[Encoder], source: Tensor, target: Tensor | None = None) -> None:
+        self.encoders = list(encoders)
+        with torch.no_grad():
+            self.source_latents = [e(source).float() for e in self.encoders]
+            self.scale = [(z**2).sum().clamp_min(1e-12) for z in self.source_latents]
+
+    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+        terms = [-w * _sq_dist(z, s) / n for w, z, s, n in
+                 zip(self._weights(), latents, self.source_latents, self.scale, strict=True)]
+        return torch.stack(terms).sum()
+
+    def distances(self, latents: Sequence[Tensor]) -> list[float]:
+        return [float(_sq_dist(z, s).sqrt()) for z, s in zip(latents, self.source_latents, strict=True)]
+
+    def baselines(self) -> list[float]:
+        return [0.0 for _ in self.source_latents]

@@ -1,0 +1,140 @@
+"""The perceptual metric: LPIPS (Zhang et al. 2018) through the ``lpips`` package.
+
+One small frozen module. Images come in as float tensors in [0,1], NCHW; the conversion to
+LPIPS' [-1,1] range happens here and nowhere else. The ImageNet backbone loads from the model
+store when its files are there (``lpips/alexnet_features.safetensors`` or
+``lpips/vgg16_features.safetensors``, keyed as torchvision's ``alexnet().features``), and by
+lpips' own (torchvision) download otherwise. The calibrated linear layers ship inside the
+lpips package.
+
+For the optimizer the features of the unchanging original are computed once
+(:meth:`Perceptual.reference`) and reused at every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from protect.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from protect.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+LPIPS_NETS = ("alex", "vgg")
+_BACKBONE_FILES = {"alex": "lpips/alexnet_features.safetensors", "vgg": "lpips/vgg16_features.safetensors"}
+
+
+@dataclass
+class LpipsReference:
+    """Cached LPIPS features of a fixed image (unit-normalised per layer)."""
+
+    features: list[Tensor]
+    shape: torch.Size
+
+
+def _build_lpips(net: str, backbone: Path | None) -> nn.Module:
+    import lpips  # heavy (torchvision): imported on first use, never at import time
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's 'pretrained is deprecated' chatter
+        if backbone is not None:
+            model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(backbone))
+            params = dict(model.net.named_parameters())
+            by_index = {}
+            for name in params:  # "slice2.3.weight" -> ("3", "weight")
+                _, index, kind = name.split(".")
+                by_index[f"features.{index}.{kind}"] = params[name]
+            missing = sorted(set(by_index) - set(tensors))
+            if missing:
+                raise ModelNotFoundError(
+                    f"LPIPS backbone file {backbone} lacks tensors {missing[:4]}; expected torchvision "
+                    f"'{net}' features keys such as 'features.0.weight'"
+                )
+            with torch.no_grad():
+                for key, param in by_index.items():
+                    param.copy_(tensors[key].to(param.dtype))
+        else:
+            try:
+                model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=False, verbose=False)
+            except Exception as exc:  # torchvision download failed (offline, firewall, ...)
+                raise ModelNotFoundError(
+                    f"the LPIPS '{net}' ImageNet backbone is not in the model store and could not be "
+                    f"downloaded by torchvision ({type(exc).__name__}: {exc}). Put "
+                    f"'{_BACKBONE_FILES[net]}' into a models folder (see models/README.md) and pass "
+                    "--models-dir, or set FIXATIVE_MODELS_DIR"
+                ) from exc
+    lin_path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    model.load_state_dict(torch.load(lin_path, map_location="cpu", weights_only=True), strict=False)
+    return model
+
+
+class Perceptual(nn.Module):
+    """LPIPS distance between images in [0,1]; frozen, eval mode, differentiable w.r.t. inputs.
+
+    ``distance(a, b)`` returns one value per image (shape ``[N]``): 0 for identical images,
+    about 0.1 for a barely visible change, 0.7 for a strong one.
+    """
+
+    def __init__(self, model: nn.Module, net: str):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.net = net
+
+    @classmethod
+    def load(cls, net: str = "alex", store: ModelStore | None = None, device: torch.device | str = "cpu"):
+        """Build the LPIPS metric for ``net`` ("alex" or "vgg"), backbone from the store if present."""
+        if net not in LPIPS_NETS:
+            raise ValueError(f"unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}")
+        from protect.store import ModelStore
+
+        store = store or ModelStore()
+        backbone = store.find(_BACKBONE_FILES[net])
+        if backbone is None:
+            log.info("LPIPS %s backbone not in %s; trying torchvision's download", net, store.search_dirs())
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                log.info("offline mode is set: the torchvision download will probably fail")
+        return cls(_build_lpips(net, backbone), net).to(device)
+
+    def _features(self, image01: Tensor) -> list[Tensor]:
+        m = self.model
+        x = m.scaling_layer(image01 * 2 - 1)
+        outs = m.net.forward(x)
+        return [o / (torch.sqrt(torch.sum(o * o, dim=1, keepdim=True)) + 1e-10) for o in outs]
+
+    def reference(self, image01: Tensor) -> LpipsReference:
+        """Features of a fixed image, to compare many candidates against it cheaply."""
+        with torch.no_grad():
+            return LpipsReference([f.detach() for f in self._features(image01)], image01.shape)
+
+    def distance_to(self, image01: Tensor, ref: LpipsReference, spatial: bool = False) -> Tensor:
+        """LPIPS of ``image01`` against a cached reference: shape [N], or [N,1,H,W] if ``spatial``."""
+        feats = self._features(image01)
+        total = 0
+        for lin, f, r in zip(self.model.lins, feats, ref.features, strict=True):
+            d = lin((f - r.to(f.dtype)) ** 2)
+            if spatial:
+                d = nn.functional.interpolate(d.float(), size=image01.shape[-2:], mode="bilinear")
+                total = total + d
+            else:
+                total = total + d.float().mean(dim=(2, 3))
+        return total if spatial else total.flatten()
+
+    def distance(self, a: Tensor, b: Tensor) -> Tensor:
+        """LPIPS between two batches of images in [0,1]; shape [N]."""
+        return self.distance_to(a, LpipsReference(self._features(b), b.shape))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.distance(a, b)
