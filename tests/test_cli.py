@@ -1,0 +1,97 @@
+"""The minimal ``fixative protect`` command, end to end on tiny offline models written to a temp folder."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from protect.cli import main, output_names
+from protect.images import load_image
+from protect.taesd import TAESDEncoder
+
+from tiny import smooth_image
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A models folder: a tiny random TAESD-format encoder and a random LPIPS alex backbone."""
+    root = tmp_path_factory.mktemp("models")
+    (root / "taesd").mkdir()
+    (root / "lpips").mkdir()
+    torch.manual_seed(0)
+    torch.save(TAESDEncoder(4, width=8).half().state_dict(), root / "taesd" / "tiny_encoder.pth")
+    import torchvision
+
+    features = torchvision.models.alexnet(weights=None).features
+    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()},
+              str(root / "lpips" / "alexnet_features.safetensors"))
+    return root
+
+
+def _png(path: Path, h: int, w: int, seed: int, alpha: bool = False) -> Path:
+    arr = (smooth_image(h, w, seed)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if alpha:
+        a = np.random.default_rng(seed).integers(0, 256, size=(h, w), dtype=np.uint8)
+        Image.fromarray(np.dstack([arr, a]), "RGBA").save(path)
+    else:
+        Image.fromarray(arr, "RGB").save(path)
+    return path
+
+
+def _run(models: Path, *args: str) -> int:
+    return main(["protect", *args, "--encoder", str(models / "taesd" / "tiny_encoder.pth"),
+                 "--models-dir", str(models), "--steps", "6", "--precision", "fp32", "-q"])
+
+
+def test_protect_writes_png_and_record(tmp_path, models):
+    art = _png(tmp_path / "art.png", 40, 56, 0, alpha=True)
+    target = _png(tmp_path / "target.png", 64, 64, 1)
+    before = art.read_bytes()
+    out = tmp_path / "out"
+    assert _run(models, str(art), "--target", str(target), "--out", str(out), "--budget", "0.05", "--seed", "3") == 0
+    assert art.read_bytes() == before
+    saved = load_image(out / "art.png")
+    original = load_image(art)
+    assert saved.size == (40, 56)
+    assert np.array_equal(saved.alpha, original.alpha)
+    record = json.loads((out / "art.json").read_text())
+    assert record["metrics"]["lpips"] <= 0.05
+    assert record["settings"]["budget"] == 0.05 and record["settings"]["seed"] == 3
+    assert record["input"]["sha256"] and record["output"]["sha256"]
+    assert record["metrics"]["ratio"]  # one entry per encoder
+
+
+def test_bad_file_reported_and_others_done(tmp_path, models, caplog):
+    good = _png(tmp_path / "good.png", 32, 32, 0)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    target = _png(tmp_path / "t.png", 32, 32, 1)
+    code = _run(models, str(bad), str(good), str(empty), "--target", str(target), "--out", str(tmp_path / "o"))
+    assert code == 1
+    assert (tmp_path / "o" / "good.png").exists()
+    text = caplog.text
+    assert "broken.png" in text and "empty.jpg" in text and "empty" in text
+    assert "Traceback" not in text
+
+
+def test_missing_model_is_one_clear_error(tmp_path, models, caplog):
+    art = _png(tmp_path / "a.png", 16, 16, 0)
+    code = main(["protect", str(art), "--target", str(art), "--out", str(tmp_path / "o"),
+                 "--encoder", "taesd3", "--models-dir", str(tmp_path), "-q"])
+    assert code == 2
+    assert "taesd3" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_output_names_never_hit_inputs(tmp_path):
+    a, b, c = tmp_path / "x.png", tmp_path / "x.jpg", tmp_path / "sub" / "x.webp"
+    names = output_names([a, b, c], tmp_path)
+    assert names[a] == tmp_path / "x_2.png"  # x.png is an input itself
+    assert len(set(names.values())) == 3
+    assert not {p.resolve() for p in names.values()} & {a.resolve(), b.resolve(), c.resolve()}
+    assert output_names([a, b, c], tmp_path) == names  # deterministic
