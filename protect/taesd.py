@@ -51,6 +51,8 @@ __all__ = [
     "build_taesd",
     "inspect_taesd_state_dict",
     "load_taesd_file",
+    "read_state_dict",
+    "taesd_from_state_dict",
 ]
 
 
@@ -250,8 +252,12 @@ def inspect_taesd_state_dict(sd: dict[str, Tensor]) -> TAESDInfo:
     )
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """Read a state dict from a ``.pth`` (weights_only) or ``.safetensors`` file; FixativeError on failure."""
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Read a state dict from a ``.pth`` (``weights_only=True``) or ``.safetensors`` file to the CPU.
+
+    A ``{"state_dict": {...}}`` wrapper is unwrapped. Raises :class:`FixativeError` naming the file
+    when it is missing, corrupt, or holds something other than a dict.
+    """
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -259,18 +265,44 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             return load_file(str(path), device="cpu")
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError as exc:
-        raise FixativeError(f"TAESD file {path} does not exist") from exc
+        raise FixativeError(f"weights file {path} does not exist") from exc
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as exc:
         raise FixativeError(
-            f"cannot read TAESD file {path}: it is corrupt, truncated or not a torch state dict ({exc})"
+            f"cannot read weights file {path}: it is corrupt, truncated or not a torch state dict ({exc})"
         ) from exc
     except Exception as exc:  # safetensors raises its own error types
-        raise FixativeError(f"cannot read TAESD file {path}: {type(exc).__name__}: {exc}") from exc
+        raise FixativeError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
-        raise FixativeError(f"TAESD file {path} holds a {type(obj).__name__}, not a state dict")
+        raise FixativeError(f"weights file {path} holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def taesd_from_state_dict(
+    sd: dict[str, Tensor], source: str = "state dict", kind: TAESDKind | None = None
+) -> TAESDEncoder | TAESDDecoder | TAESanaEncoder:
+    """Build the TAESD network that ``sd`` belongs to and load it strictly (fp16 -> float32).
+
+    ``source`` names the origin (a file path) in error messages; ``kind``, when given, is checked.
+    Returns the module in eval mode. Raises :class:`FixativeError` on any mismatch.
+    """
+    try:
+        info = inspect_taesd_state_dict(sd)
+    except ValueError as exc:
+        raise FixativeError(f"{source} is not a TAESD-format state dict: {exc}") from exc
+    if kind is not None and kind != info.kind:
+        raise FixativeError(f"{source} holds a TAESD {info.kind}, but a {kind} was expected")
+    module = build_taesd(info)
+    sd32 = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    try:
+        module.load_state_dict(sd32, strict=True)
+    except RuntimeError as exc:
+        raise FixativeError(
+            f"{source} looks like a TAESD {info.kind} ({info.latent_channels} latent channels, "
+            f"{info.downsample}x) but its tensors do not match that architecture: {exc}"
+        ) from exc
+    return module.eval()
 
 
 def load_taesd_file(
@@ -287,20 +319,4 @@ def load_taesd_file(
     dict, of the wrong kind, or does not load strictly.
     """
     path = Path(path)
-    sd = _read_state_dict(path)
-    try:
-        info = inspect_taesd_state_dict(sd)
-    except ValueError as exc:
-        raise FixativeError(f"{path} is not a TAESD-format state dict: {exc}") from exc
-    if kind is not None and kind != info.kind:
-        raise FixativeError(f"{path} holds a TAESD {info.kind}, but a {kind} was expected")
-    module = build_taesd(info)
-    sd32 = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    try:
-        module.load_state_dict(sd32, strict=True)
-    except RuntimeError as exc:
-        raise FixativeError(
-            f"{path} looks like a TAESD {info.kind} ({info.latent_channels} latent channels, "
-            f"{info.downsample}x) but its tensors do not match that architecture: {exc}"
-        ) from exc
-    return module.eval()
+    return taesd_from_state_dict(read_state_dict(path), str(path), kind)
