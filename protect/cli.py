@@ -90,7 +90,36 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=1024, help="images larger than this are tiled (pixels)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(handler=_protect)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Add subcommands that other packages register (``gui``, ``eval``) without importing them here.
+
+    A package registers a function ``register(subparsers)`` under the entry-point group
+    ``fixative.commands`` (see pyproject.toml); it adds its subparser and sets ``handler``.
+    This keeps the import direction one way: ``gui`` and ``eval`` use ``protect``, never the reverse.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="fixative.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # an optional extra that is not installed
+            sub.add_parser(ep.name, help=f"(unavailable: {exc})").set_defaults(handler=_unavailable(ep.name, exc))
+            continue
+        register(sub)
+
+
+def _unavailable(name: str, exc: Exception):
+    def handler(args: argparse.Namespace) -> int:
+        log.error("'fixative %s' needs packages that are not installed (%s); try: pip install 'fixative[%s]'",
+                  name, exc, name)
+        return 2
+
+    return handler
 
 
 def _protect(args: argparse.Namespace) -> int:
@@ -165,15 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if args.command == "protect":
-            return _protect(args)
+        return args.handler(args)
     except FixativeError as exc:
         log.error("error: %s", exc)
         return 2
     except KeyboardInterrupt:
         log.error("interrupted: finished images are saved; rerun to do the rest")
         return 130
-    return 2
 
 
 if __name__ == "__main__":
