@@ -41,4 +41,21 @@ def shared_models_dir(shared_dir: Path) -> Path:
     return require_shared("models")
 
 
+FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_snapshot(cache_dir: Path, repo_id: str) -> Path:
+    """Create an offline Hugging Face cache entry for model repo ``repo_id`` under ``cache_dir``.
+
+    Returns the snapshot folder: write the repo's files (``config.json``, ``vae/...``) into it and
+    ``hf_hub_download(..., cache_dir=cache_dir, local_files_only=True)`` finds them.
+    """
+    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(FAKE_COMMIT)
+    snapshot = repo / "snapshots" / FAKE_COMMIT
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
 # --- end of encoders / model store / TAESD fixtures ----------------------------------------------
