@@ -208,9 +208,7 @@ class ModelStore:
             self.last_hub_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             return None
 
-    def hub_model_folder(
-        self, repo_id: str, subfolders: Sequence[str] = ("vae", "")
-    ) -> tuple[str, Path] | None:
+    def hub_model_folder(self, repo_id: str, subfolders: Sequence[str] = ("vae", "")) -> tuple[str, Path] | None:
         """Find which of ``subfolders`` of ``repo_id`` holds a diffusers model (a ``config.json``).
 
         Returns ``(subfolder, path_to_config_json)`` for the first that exists ("" = repo root), or
@@ -228,9 +226,7 @@ class ModelStore:
         """One line per place searched, in order, for error messages."""
         lines = [place.describe() for place in self.places()]
         if not lines:
-            lines.append(
-                f"(no model directory configured: no --models-dir, no ${ENV_MODELS_DIR}, no checkout models/)"
-            )
+            lines.append(f"(no model directory configured: no --models-dir, no ${ENV_MODELS_DIR}, no checkout models/)")
         if hub_repo is not None:
             mode = "offline (HF_HUB_OFFLINE is set), cache only" if self.offline else "cache, then hub"
             try:

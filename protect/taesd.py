@@ -80,12 +80,8 @@ class Block(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, *, midblock_gn: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Sequential(
-            _conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out)
-        )
-        self.skip: nn.Module = (
-            nn.Conv2d(n_in, n_out, kernel_size=1, bias=False) if n_in != n_out else nn.Identity()
-        )
+        self.conv = nn.Sequential(_conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        self.skip: nn.Module = nn.Conv2d(n_in, n_out, kernel_size=1, bias=False) if n_in != n_out else nn.Identity()
         self.fuse = nn.ReLU()
         self.pool: nn.Module | None = None
         if midblock_gn:
@@ -305,9 +301,7 @@ def taesd_from_state_dict(
     return module.eval()
 
 
-def load_taesd_file(
-    path: str | Path, kind: TAESDKind | None = None
-) -> TAESDEncoder | TAESDDecoder | TAESanaEncoder:
+def load_taesd_file(path: str | Path, kind: TAESDKind | None = None) -> TAESDEncoder | TAESDDecoder | TAESanaEncoder:
     """Load a TAESD-format ``.pth`` (or ``.safetensors``) file into the matching network.
 
     The architecture (encoder/decoder, 8x/32x, latent channels, width, mid-block GroupNorm) is
