@@ -99,6 +99,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     flux2 = AutoencoderKLFlux2(**KL_KW).eval()
     flux2.save_pretrained(root / "flux2")
     save_file(flux2.state_dict(), str(root / "flux2.safetensors"))
+    save_file(diffusers_vae_to_ldm(flux2.state_dict(), n_up=2), str(root / "flux2_ldm.safetensors"))
+
+    torch.manual_seed(4)  # SD3 / FLUX.1 layout: 16 channels, no quant convs
+    flux1 = AutoencoderKL(**{**KL_KW, "latent_channels": 16}, use_quant_conv=False, use_post_quant_conv=False)
+    save_file(diffusers_vae_to_ldm(flux1.eval().state_dict(), n_up=2), str(root / "flux1_ae.safetensors"))
 
     torch.manual_seed(3)
     taesd_dir = root / "taesd_models" / "taesd"
@@ -123,6 +128,8 @@ VARIANTS = {
     "tiny_file": ("tiny.safetensors", DiffusersTinyEncoder, 4, 4, True),
     "flux2_folder": ("flux2", DiffusersKLEncoder, 2, 4, True),
     "flux2_file": ("flux2.safetensors", DiffusersKLEncoder, 2, 4, True),
+    "flux2_ldm_file": ("flux2_ldm.safetensors", DiffusersKLEncoder, 2, 4, True),
+    "flux1_like_ldm_file": ("flux1_ae.safetensors", DiffusersKLEncoder, 2, 16, True),
     "taef2_pth": ("taesd_models/taesd/taef2_encoder.pth", TAESDFileEncoder, 8, 32, True),
     "taesana_pth": ("taesd_models/taesd/taesana_encoder.pth", TAESDFileEncoder, 32, 32, False),
 }
@@ -179,7 +186,12 @@ def test_tiny_and_flux2_match_diffusers(tiny: dict[str, object], loaded: dict[st
         torch.testing.assert_close(loaded["tiny_file"](x), ref_tiny, rtol=1e-5, atol=1e-5)
         ref_f2 = tiny["flux2"].encode(x * 2 - 1).latent_dist.mean  # type: ignore[attr-defined]
         torch.testing.assert_close(loaded["flux2_file"](x), ref_f2, rtol=1e-5, atol=1e-5)
-    assert type(loaded["flux2_file"].vae).__name__ == "AutoencoderKLFlux2"  # type: ignore[union-attr]
+        torch.testing.assert_close(loaded["flux2_ldm_file"](x), ref_f2, rtol=1e-5, atol=1e-5)
+    for variant in ("flux2_file", "flux2_ldm_file"):
+        vae = loaded[variant].vae  # type: ignore[union-attr]
+        assert type(vae).__name__ == "AutoencoderKLFlux2"
+        torch.testing.assert_close(vae.bn.running_var, tiny["flux2"].bn.running_var)  # type: ignore[attr-defined]
+    assert loaded["flux1_like_ldm_file"].vae.quant_conv is None  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("variant", [v for v, spec in VARIANTS.items() if spec[4]])
@@ -279,6 +291,7 @@ def test_short_names_are_reserved_words(
     assert isinstance(enc, TAESDFileEncoder) and enc.can_decode
 
 
+@pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")  # inside diffusers
 def test_load_from_hub_cache(tiny: dict[str, object], places: dict[str, Path]) -> None:
     store = ModelStore(places["flag"], hub_cache=places["hub"])
     _hub_taesd(tiny, places["hub"])
