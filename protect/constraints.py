@@ -54,13 +54,20 @@ class LpipsBudget:
 
     @torch.no_grad()
     def scale_back(
-        self, delta: Tensor, limit: float | None = None, levels: int | None = None, iters: int = 12
+        self,
+        delta: Tensor,
+        limit: float | None = None,
+        levels: int | None = None,
+        iters: int = 12,
+        max_scale: float = 1.0,
     ) -> tuple[Tensor, float, float]:
-        """Largest scale s in [0,1] with LPIPS(q(x + s*d), x) <= limit (default: the budget).
+        """Largest scale s in [0, max_scale] with LPIPS(q(x + s*d), x) <= limit (default: the budget).
 
         ``q`` quantises to ``levels`` when given, so the check is on exactly the pixels that
-        will be saved. Returns (s * d after the range clamp, its LPIPS, s). Bisection: LPIPS
-        grows with s in practice; the returned candidate is always verified.
+        will be saved. With ``max_scale`` > 1 a perturbation that leaves budget unused is
+        stretched to use it. Returns (s * d after the range clamp and quantisation, its LPIPS,
+        s). Bisection (LPIPS grows with s in practice); the returned candidate is always one
+        that was measured within the limit.
         """
         limit = self.budget if limit is None else limit
 
@@ -70,8 +77,14 @@ class LpipsBudget:
 
         full = self.measure(make(1.0))
         if full <= limit:
-            return make(1.0) - self.source, full, 1.0
-        lo, hi, lo_val = 0.0, 1.0, 0.0
+            if max_scale <= 1.0:
+                return make(1.0) - self.source, full, 1.0
+            top = self.measure(make(max_scale))
+            if top <= limit:
+                return make(max_scale) - self.source, top, max_scale
+            lo, hi, lo_val = 1.0, max_scale, full
+        else:
+            lo, hi, lo_val = 0.0, 1.0, 0.0
         for _ in range(iters):
             mid = (lo + hi) / 2
             v = self.measure(make(mid))

@@ -31,6 +31,8 @@ from protect.tiling import Tile, blend, plan_tiles, tile_weights
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("target", "away")
+#: largest factor by which the final step may stretch a perturbation that leaves budget unused
+STRETCH_MAX = 1.5
 
 
 @dataclass
@@ -44,7 +46,8 @@ class ProtectionMetrics:
     - ``ratio``: per encoder, after / before (target objective only; lower is stronger).
     - ``mean_ratio``: the mean of ``ratio`` over encoders (None for "away").
     - ``steps``, ``seconds``: search effort (all tiles); ``stopped``: why the search ended.
-    - ``scale``: the final scale-back factor (1 = the search's result was kept as is).
+    - ``scale``: the final scale factor (1 = the search's result kept as is; < 1 scaled back into the
+      budget; > 1 stretched into budget the search left unused).
     """
 
     lpips: float
@@ -211,6 +214,12 @@ class Protector:
         final = LpipsBudget(self.perceptual, source, budget)
         with torch.no_grad():
             delta_q, lp, scale = final.scale_back(delta, levels=levels)
+            if len(tiles) == 1 and scale == 1.0 and lp < budget * 0.99 and settings.linf is None:
+                # budget left unused (the search's autocast LPIPS runs a little high): stretch the
+                # perturbation into it, and keep the stretch only if the objective agrees
+                stretched, lp_s, scale_s = final.scale_back(delta, levels=levels, max_scale=STRETCH_MAX)
+                if scale_s > 1.0 and self._loss(obj, source + stretched) < self._loss(obj, source + delta_q):
+                    delta_q, lp, scale = stretched, lp_s, scale_s
         protected = quantize(source + delta_q, levels)
         seconds = time.perf_counter() - started
         metrics = self._measure(source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped)
@@ -229,6 +238,10 @@ class Protector:
                 **asdict(settings),
             },
         )
+
+    @torch.no_grad()
+    def _loss(self, objective: Objective, image: Tensor) -> float:
+        return float(objective.loss([e(image) for e in self.encoders]))
 
     @torch.no_grad()
     def _latent_sq_dist(self, encoder: Encoder, a: Tensor, b: Tensor, tiles: list[Tile]) -> float:

