@@ -181,7 +181,26 @@ class Encoder(nn.Module):
         )
 
 
-class DiffusersKLEncoder(Encoder):
+class _DiffusersVAE(Encoder):
+    """Shared part of the diffusers adapters: the wrapped ``vae``, input [0, 1] -> [-1, 1], decoding."""
+
+    def __init__(self, vae: nn.Module, name: str, source: str, downsample: int) -> None:
+        super().__init__(name, source, downsample, vae.config.latent_channels)
+        self.vae = vae
+        self._freeze()
+
+    @property
+    def can_decode(self) -> bool:
+        return getattr(self.vae, "decoder", None) is not None
+
+    def decode(self, latents: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        if not self.can_decode:
+            return super().decode(latents, size)
+        out = self.vae.decode(latents.to(device=self.device, dtype=self.dtype)).sample
+        return self._crop(((out.float() + 1) / 2).clamp(0, 1), size)
+
+
+class DiffusersKLEncoder(_DiffusersVAE):
     """Adapter for diffusers ``AutoencoderKL`` and ``AutoencoderKLFlux2``.
 
     Input [0, 1] -> [-1, 1]; latent = ``latent_dist.mean`` (raw, no scaling). ``decode`` works when
@@ -189,46 +208,20 @@ class DiffusersKLEncoder(Encoder):
     """
 
     def __init__(self, vae: nn.Module, name: str, source: str) -> None:
-        cfg = vae.config
-        super().__init__(name, source, 2 ** (len(cfg.block_out_channels) - 1), cfg.latent_channels)
-        self.vae = vae
-        self._freeze()
-
-    @property
-    def can_decode(self) -> bool:
-        return getattr(self.vae, "decoder", None) is not None
+        super().__init__(vae, name, source, 2 ** (len(vae.config.block_out_channels) - 1))
 
     def encode_padded(self, x: Tensor) -> Tensor:
         return self.vae.encode(x * 2 - 1).latent_dist.mean
 
-    def decode(self, latents: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        if not self.can_decode:
-            return super().decode(latents, size)
-        out = self.vae.decode(latents.to(device=self.device, dtype=self.dtype)).sample
-        return self._crop(((out.float() + 1) / 2).clamp(0, 1), size)
 
-
-class DiffusersTinyEncoder(Encoder):
+class DiffusersTinyEncoder(_DiffusersVAE):
     """Adapter for diffusers ``AutoencoderTiny``: input [0, 1] -> [-1, 1] (what its ``encode`` expects)."""
 
     def __init__(self, vae: nn.Module, name: str, source: str) -> None:
-        cfg = vae.config
-        super().__init__(name, source, 2 ** (len(cfg.num_encoder_blocks) - 1), cfg.latent_channels)
-        self.vae = vae
-        self._freeze()
-
-    @property
-    def can_decode(self) -> bool:
-        return getattr(self.vae, "decoder", None) is not None
+        super().__init__(vae, name, source, 2 ** (len(vae.config.num_encoder_blocks) - 1))
 
     def encode_padded(self, x: Tensor) -> Tensor:
         return self.vae.encode(x * 2 - 1).latents
-
-    def decode(self, latents: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        if not self.can_decode:
-            return super().decode(latents, size)
-        out = self.vae.decode(latents.to(device=self.device, dtype=self.dtype)).sample
-        return self._crop(((out.float() + 1) / 2).clamp(0, 1), size)
 
 
 class TAESDFileEncoder(Encoder):

@@ -47,6 +47,9 @@ METHODS = ("fixative", "glaze", "pgd")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PGD_EPS = 0.04
 GLAZE_ALPHA = 100.0
+#: the LPIPS multiplier of the fixative method: x MU_UP after a step that left the budget (at least
+#: MU_FLOOR), x MU_DOWN after one that stayed inside
+MU_UP, MU_DOWN, MU_FLOOR = 1.15, 0.9, 0.05
 
 
 @dataclass
@@ -292,7 +295,7 @@ def search(
                 run.project_box(delta)
                 overshoot = run.measure(delta) > inner
                 # dual update of the LPIPS multiplier: up while steps leave the budget, down inside
-                mu = max(mu * 1.15, 0.05) if overshoot else mu * 0.9
+                mu = max(mu * MU_UP, MU_FLOOR) if overshoot else mu * MU_DOWN
                 if overshoot:
                     run.shrink_to(delta, inner)
         step += 1
