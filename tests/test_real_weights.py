@@ -12,19 +12,15 @@ from protect.optimizer import OptimizerSettings
 from protect.perceptual import Perceptual
 from protect.store import ModelStore
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-pytestmark = pytest.mark.skipif(not (SHARED / "models").is_dir(),
-                                reason=f"real weights not found at {SHARED}/models (shared folder absent)")
-
 
 @pytest.fixture(scope="module")
-def store():
-    return ModelStore(SHARED / "models")
+def store(shared_models_dir):
+    return ModelStore(shared_models_dir)
 
 
 @pytest.mark.parametrize("net,expected", [("alex", (0.7219, 0.1376)), ("vgg", (0.5686, 0.4217))])
-def test_lpips_reference_distances(store, net, expected):
-    ref_dir = SHARED / "models" / "lpips" / "reference"
+def test_lpips_reference_distances(store, shared_models_dir, net, expected):
+    ref_dir = shared_models_dir / "lpips" / "reference"
     ref, p0, p1 = (load_image(ref_dir / f"{n}.png").rgb for n in ("ex_ref", "ex_p0", "ex_p1"))
     lp = Perceptual.load(net, store=store)
     with torch.no_grad():
@@ -32,14 +28,14 @@ def test_lpips_reference_distances(store, net, expected):
         assert float(lp.distance(ref, p1)) == pytest.approx(expected[1], abs=1e-3)
 
 
-def _photo(name: str, size: int) -> torch.Tensor:
-    rgb = load_image(SHARED / "images" / name).rgb
+def _photo(shared: Path, name: str, size: int) -> torch.Tensor:
+    rgb = load_image(shared / "images" / name).rgb
     return F.interpolate(rgb, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
 
 
-def test_taef2_distance_to_target_falls(store):
-    protector = Protector.from_specs(["taef2"], models_dir=str(SHARED / "models"), device="cpu")
-    x, t = _photo("LadyBird.jpg", 128), _photo("YellowFlower.jpg", 128)
+def test_taef2_distance_to_target_falls(shared_dir, shared_models_dir):
+    protector = Protector.from_specs(["taef2"], models_dir=str(shared_models_dir), device="cpu")
+    x, t = _photo(shared_dir, "LadyBird.jpg", 128), _photo(shared_dir, "YellowFlower.jpg", 128)
     result = protector.protect(x, t, budget=0.07, settings=OptimizerSettings(steps=25, seed=0))
     assert result.metrics.lpips <= 0.07
     assert float(protector.perceptual.distance(result.image, x)) <= 0.07
