@@ -38,7 +38,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_models_dir(shared_dir: Path) -> Path:
     """``../shared/models`` (TAESD and LPIPS weights), or skip."""
-    return require_shared("models")
+    return require_shared("models") / "models"
 
 
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
