@@ -300,3 +300,27 @@ def test_immunize_and_bad_mode():
     with pytest.raises(ConfigError, match="unknown mode"):
         make_target("glaze", art)
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_gpu_precision_and_attention_slicing_logic(monkeypatch):
+    """The GPU choices without a GPU: bf16 where native else fp16; slicing when free memory is short."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pipeline_dtype(cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pipeline_dtype(cuda) == torch.float16
+    assert pipeline_dtype(torch.device("mps")) == torch.float16
+
+    class Pipe:
+        sliced = False
+
+        def enable_attention_slicing(self):
+            self.sliced = True
+
+    maker = TargetMaker(cache=False)
+    maker.device = cuda
+    for free, sliced in ((1 << 30, True), (40 << 30, False)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, free=free: (free, 80 << 30))
+        pipe = Pipe()
+        maker._fit_memory(pipe)
+        assert pipe.sliced is sliced
