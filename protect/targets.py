@@ -35,6 +35,7 @@ generator once and make targets for a whole portfolio). Nothing is loaded at imp
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -438,6 +439,10 @@ def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], 
     positive would silently make it black.
     """
     store = store or ModelStore()
+    if importlib.util.find_spec("transformers") is None:
+        raise FixativeError(
+            "made targets (--style, --anchor) need the transformers package: pip install 'fixative[targets]'"
+        )
     import diffusers
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
