@@ -141,7 +141,7 @@ class Protector:
         alpha: np.ndarray | None = None,
         levels: int = 255,
         tile_size: int = 1024,
-        tile_overlap: int = 128,
+        tile_overlap: int = 64,
         callback: Callable[[TileProgress], bool | None] | None = None,
     ) -> ProtectionResult:
         """Protect ``image`` (1x3xHxW or 3xHxW floats in [0,1]) within an LPIPS ``budget``.

@@ -38,33 +38,39 @@ class Tile:
         return image[..., self.top : self.bottom, self.left : self.right]
 
 
-def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
+def _spans(length: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
+    """(start, end) of the fewest equal tiles of at most ``tile`` px covering ``length`` px.
+
+    The tiles are as small as the overlap allows, so the pixels processed more than once stay
+    few (time stays proportional to the image's area); starts are multiples of ``align``
+    except the last tile's, which ends at the border.
+    """
     if length <= tile:
-        return [0]
-    stride = max(align, tile - overlap)
-    count = math.ceil((length - tile) / stride) + 1
-    last = length - tile
-    starts = []
-    for i in range(count):
-        s = round(i * last / (count - 1))
-        s = min(last, (s // align) * align) if i < count - 1 else last
-        starts.append(s)
-    return sorted(set(starts))
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, math.ceil((length + (count - 1) * overlap) / count / align) * align)
+    while True:
+        last = length - size
+        starts = [min(last, (round(i * last / (count - 1)) // align) * align) for i in range(count - 1)] + [last]
+        if all(b - a <= size - overlap for a, b in zip(starts, starts[1:], strict=False)) or size >= tile:
+            break
+        size = min(tile, size + align)
+    return sorted({(s, s + size) for s in starts})
 
 
 def plan_tiles(height: int, width: int, tile: int = 1024, overlap: int = 128, align: int = 8) -> list[Tile]:
     """Cover a ``height`` x ``width`` image with overlapping tiles, row by row.
 
     An image no larger than ``tile`` on both sides is one tile. ``overlap`` must be smaller
-    than ``tile``; it is the minimum overlap, adjacent tiles may overlap more so that all
-    tiles are full-size.
+    than ``tile``; it is the minimum overlap between neighbours. Along each axis the tiles
+    share one size, the smallest that covers the image with that many tiles.
     """
     if overlap >= tile:
         raise ValueError(f"tile overlap {overlap} must be smaller than the tile size {tile}")
     return [
-        Tile(top, left, min(height, top + tile), min(width, left + tile))
-        for top in _starts(height, tile, overlap, align)
-        for left in _starts(width, tile, overlap, align)
+        Tile(top, left, bottom, right)
+        for top, bottom in _spans(height, tile, overlap, align)
+        for left, right in _spans(width, tile, overlap, align)
     ]
 
 
