@@ -1,65 +1,43 @@
 """The ``fixative`` command line.
 
-``fixative protect INPUT... --out DIR --target IMAGE --encoder SPEC [--encoder SPEC...]
---budget P [--seconds S] [--steps N] [--seed N] [--method NAME] [--models-dir DIR]``
-writes ``DIR/<input stem>.png`` (lossless) and ``DIR/<input stem>.json`` (settings, metrics,
-hashes) for every input. Problems are reported as one line naming the file; one bad file does
-not stop the others. Exit status: 0 all done, 1 some inputs failed, 2 bad usage or setup.
+``fixative protect INPUT... --out DIR [--mode cloak|poison|immunize] [--target IMAGE]
+[--intensity low|medium|high | --budget P] [--quality fast|standard|best] [--steps N] [--seconds S]
+[--encoder SPEC...] [--format png|webp|tiff|jpeg] [--recursive] [--shard I/N] [--json] [--quiet]``
+protects files, folders and globs into ``DIR`` (see :mod:`protect.batch`): ``DIR/<name>.<ext>``
+and ``DIR/<name>.json`` (the provenance record) per image, and ``DIR/fixative-index.json``.
+``fixative verify DIR`` checks a folder against its records.
+
+Problems are reported as one line naming the file; one bad file does not stop the others.
+Exit status: 0 all done, 1 some inputs failed (or verify found problems), 2 bad usage or setup.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from protect import __version__
 from protect.devices import DEVICE_CHOICES
 from protect.errors import FixativeError
+from protect.formats import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS
+from protect.images import MAX_PIXELS
+from protect.manifest import sha256_file  # noqa: F401  (re-exported: older callers import it from here)
+from protect.modes import MODES
 from protect.optimizer import METHODS, PRECISIONS
+from protect.presets import INTENSITIES, QUALITIES
 
 log = logging.getLogger("fixative")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def output_names(inputs: list[Path], out_dir: Path, suffix: str = ".png") -> dict[Path, Path]:
+    """Deterministic output path per input (see :func:`protect.batch.plan_outputs`)."""
+    from protect.batch import InputItem, plan_outputs
 
-
-def output_names(inputs: list[Path], out_dir: Path) -> dict[Path, Path]:
-    """Deterministic output path per input: ``<stem>.png``, then ``<stem>_2.png``... on clashes.
-
-    A name that would land on an input file is skipped too, so an input is never overwritten
-    even when ``out_dir`` is the input folder.
-    """
-    taken = {p.resolve() for p in inputs}
-    names: dict[Path, Path] = {}
-    for path in inputs:
-        n, dest = 1, out_dir / f"{path.stem}.png"
-        while dest.resolve() in taken:
-            n += 1
-            dest = out_dir / f"{path.stem}_{n}.png"
-        taken.add(dest.resolve())
-        names[path] = dest
-    return names
-
-
-def _write_json(dest: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".part", dir=dest.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, dest)
+    jobs = plan_outputs([InputItem(p, Path(p.name)) for p in inputs], out_dir, suffix)
+    return {job.input: job.output for job in jobs}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -68,29 +46,61 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("protect", help="protect images", description="Protect images within an LPIPS budget.")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("-r", "--recursive", action="store_true", help="take images from subfolders of INPUT folders too")
+    p.add_argument("--mode", choices=MODES, default="cloak",
+                   help="cloak (style, Glaze-like), poison (concept, Nightshade-like): towards --target; "
+                        "immunize (PhotoGuard/Mist-like): away from the image's own encoding unless --target "
+                        "is given (default cloak)")
     p.add_argument("--target", type=Path, help="target image; resized to each input's size")
-    p.add_argument("--objective", choices=("target", "away"), default="target",
-                   help="move the encoders' view towards --target (default), or away from the image's own")
+    p.add_argument("--objective", choices=("target", "away"),
+                   help="override the mode's objective: towards --target, or away from the image's own")
     p.add_argument("--encoder", action="append", dest="encoders", metavar="SPEC",
                    help="encoder: short name (taef2, sd15, sdxl, flux1, ...), folder, file or hub id; repeatable "
                         "(default: taef2)")
-    p.add_argument("--budget", type=float, default=0.07,
-                   help="LPIPS budget, 0-1 (default 0.07; 0.03 very subtle, 0.10 visible on flat areas)")
+    strength = p.add_mutually_exclusive_group()
+    strength.add_argument("--intensity", choices=tuple(INTENSITIES),
+                          help="LPIPS budget preset: " + ", ".join(f"{k} {v}" for k, v in INTENSITIES.items())
+                          + " (default medium)")
+    strength.add_argument("--budget", type=float,
+                          help="LPIPS budget, 0-1 (default 0.07; 0.03 very subtle, 0.10 visible on flat areas)")
+    p.add_argument("--quality", choices=tuple(QUALITIES),
+                   help="effort preset: " + ", ".join(
+                       f"{k} {q.steps} steps" + (f"/{q.seconds:.0f} s" if q.seconds else "")
+                       for k, q in QUALITIES.items()) + " (default standard)")
     p.add_argument("--seconds", type=float, help="time limit for each image's search, in seconds")
-    p.add_argument("--steps", type=int, default=300, help="step limit for each image (default 300)")
+    p.add_argument("--steps", type=int, help="step limit for each image (default 300)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--method", choices=METHODS, default="fixative", help="search method (default fixative)")
     p.add_argument("--linf", type=float, help="optional per-pixel cap in 0-1 units (e.g. 0.03)")
+    p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default="png",
+                   help="output format: png (lossless, default), webp (lossless), tiff, or jpeg (lossy: "
+                        "weakens the protection; the saved file is measured again)")
+    p.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY,
+                   help=f"JPEG quality with --format jpeg (default {DEFAULT_JPEG_QUALITY})")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"refuse images with more pixels than this, before decoding (default {MAX_PIXELS:,})")
+    p.add_argument("--shard", metavar="I/N", help="do only the I-th of N shares of the portfolio (1 <= I <= N); "
+                                                  "under 'accelerate launch' the shares are set automatically")
     p.add_argument("--models-dir", type=Path, help="folder holding model files (see models/README.md)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default auto)")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
     p.add_argument("--tile-size", type=int, default=1024, help="images larger than this are tiled (pixels)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on standard output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only problems")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=_protect)
+
+    v = sub.add_parser("verify", help="check protected files against their records",
+                       description="Check every output in DIR against its provenance record and the portfolio "
+                                   "index; report tampered, missing and unrecorded files (exit 1 if any).")
+    v.add_argument("folder", type=Path, metavar="DIR", help="an output folder of 'fixative protect'")
+    v.add_argument("--json", action="store_true", help="print the report as JSON on standard output")
+    v.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    v.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    v.set_defaults(handler=_verify)
     _add_plugin_commands(sub)
     return parser
 
@@ -123,76 +133,63 @@ def _unavailable(name: str, exc: Exception):
 
 
 def _protect(args: argparse.Namespace) -> int:
-    # heavy imports only when a job runs
-    from tqdm import tqdm
+    from protect.batch import BatchOptions, parse_shard, run_batch
+    from protect.presets import budget_for, effort_for
 
-    from protect.engine import Protector
-    from protect.images import load_image, load_target, save_png
-    from protect.optimizer import OptimizerSettings
-
-    if args.objective == "target" and args.target is None:
-        log.error("--target IMAGE is needed (or --objective away)")
-        return 2
-    settings = OptimizerSettings(
-        method=args.method, steps=args.steps, seconds=args.seconds, seed=args.seed,
-        linf=args.linf, precision=args.precision,
+    steps, seconds = effort_for(args.quality, args.steps, args.seconds)
+    options = BatchOptions(
+        inputs=list(args.inputs), out=args.out, target=args.target, mode=args.mode, objective=args.objective,
+        encoders=args.encoders or ["taef2"], budget=budget_for(args.intensity, args.budget), steps=steps,
+        seconds=seconds, seed=args.seed, method=args.method, linf=args.linf, precision=args.precision,
+        lpips_net=args.lpips_net, tile_size=args.tile_size, device=args.device, models_dir=args.models_dir,
+        format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
+        recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
     )
-    encoders = args.encoders or ["taef2"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    protector = Protector.from_specs(
-        encoders, lpips_net=args.lpips_net, models_dir=args.models_dir, device=args.device
-    )
-    names = output_names(list(args.inputs), args.out)
-    target_hash = sha256_file(args.target) if args.target else None
-    failed = 0
-    for path in args.inputs:
-        dest = names[path]
-        try:
-            loaded = load_image(path)
-            target = load_target(args.target, loaded.size) if args.objective == "target" else None
-            bar = tqdm(total=settings.steps, desc=path.name, disable=args.quiet, leave=False, unit="step")
+    summary = run_batch(options)
+    if not summary.report:  # a non-main process of an accelerate run: the main one reports
+        return 0
+    done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
+    shard = f" (shard {summary.shard})" if summary.shard else ""
+    line = f"{done} protected, {skipped} already done, {failed} failed{shard}; outputs and records in {summary.out}"
+    if failed:
+        log.warning("%s", line)
+        log.warning("failures:")
+        for failure in summary.failures:
+            log.warning("  %s: %s", failure.input, failure.reason)
+    else:
+        log.info("%s", line)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    return summary.exit_code
 
-            def progress(info, bar=bar) -> None:
-                bar.total = info.max_steps * info.tiles
-                bar.n = (info.tile - 1) * info.max_steps + info.step
-                bar.set_postfix(objective=f"{info.objective:.3f}", lpips=f"{info.lpips:.3f}", refresh=False)
-                bar.refresh()
 
-            result = protector.protect(
-                loaded.rgb, target, objective=args.objective, budget=args.budget, settings=settings,
-                alpha=loaded.alpha, tile_size=args.tile_size, callback=progress,
-            )
-            bar.close()
-            save_png(dest, result.image, result.alpha, loaded.info)
-            record = {
-                "fixative": __version__,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "input": {"path": str(path), "sha256": sha256_file(path), "size": list(loaded.size),
-                          "mode": loaded.mode},
-                "output": {"path": str(dest), "sha256": sha256_file(dest), "format": "PNG"},
-                "target": {"path": str(args.target), "sha256": target_hash} if args.target else None,
-                "encoders": encoders,
-                **result.record(),
-            }
-            _write_json(dest.with_suffix(".json"), record)
-            m = result.metrics
-            ratio = f", distance ratio {m.mean_ratio:.3f}" if m.mean_ratio is not None else ""
-            log.info("%s -> %s: LPIPS %.4f, PSNR %.1f dB%s, %d steps, %.1f s",
-                     path, dest, m.lpips, m.psnr, ratio, m.steps, m.seconds)
-        except FixativeError as exc:
-            failed += 1
-            log.error("%s", exc)
-    return 1 if failed else 0
+def _verify(args: argparse.Namespace) -> int:
+    from protect.manifest import verify
+
+    report = verify(args.folder)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for problem in report.problems:
+            print(problem.line())
+        if report.ok:
+            if not args.quiet:
+                print(f"OK: {report.checked} outputs in {args.folder} match their records")
+        else:
+            print(f"FAILED: {len(report.problems)} problem(s) in {args.folder} ({report.checked} outputs recorded)")
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fixative`` console script."""
     args = _build_parser().parse_args(argv)
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(levelname)s: %(message)s" if getattr(args, "verbose", False) else "%(message)s",
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("PIL").setLevel(logging.INFO)  # its chunk-by-chunk debug lines are noise here
     try:
         return args.handler(args)
     except FixativeError as exc:

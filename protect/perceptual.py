@@ -81,6 +81,27 @@ def _build_lpips(net: str, backbone: Path | None) -> nn.Module:
     return model
 
 
+def weight_files(net: str = "alex", store: ModelStore | None = None) -> list[Path]:
+    """The files LPIPS ``net`` loads its weights from: the store's backbone (else torchvision's
+    cached download, where present) and the lpips package's calibrated linear layers."""
+    import lpips
+    import torch.hub
+
+    from protect.store import ModelStore
+
+    store = store or ModelStore()
+    files = []
+    backbone = store.find(_BACKBONE_FILES[net])
+    if backbone is not None:
+        files.append(backbone)
+    else:
+        name = "alexnet" if net == "alex" else "vgg16"
+        cached = sorted((Path(torch.hub.get_dir()) / "checkpoints").glob(f"{name}-*.pth"))
+        files += cached[:1]
+    files.append(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth")
+    return files
+
+
 class Perceptual(nn.Module):
     """LPIPS distance between images in [0,1]; frozen, eval mode, differentiable w.r.t. inputs.
 

@@ -1,0 +1,607 @@
+"""Protecting a portfolio: inputs, output names, resume, shards, progress and the summary.
+
+:func:`run_batch` takes files, folders (``recursive`` on request) and glob patterns, plans one
+output per image (deterministic names that never land on an input, even when the output folder
+is the input folder), skips the images already done with the same settings (recognised by the
+input's SHA-256 plus the settings hash in its record), and protects the rest, one bad file never
+stopping the others.
+
+Sharding: with ``shard=(i, n)`` (1-based ``--shard i/n`` on the command line), or when started by
+``accelerate launch`` (``WORLD_SIZE`` > 1), the planned list is split round-robin: image ``k``
+belongs to shard ``k mod n``, so every image is done exactly once. Every shard plans the same
+names: a name belongs to whichever input its record names, never to whoever came first.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from protect import __version__
+from protect.errors import ConfigError, FixativeError, ModelNotFoundError
+from protect.formats import (
+    DEFAULT_JPEG_QUALITY,
+    OUTPUT_FORMATS,
+    decode_rgb,
+    encode_image,
+    output_bits,
+    remove_stale_temporaries,
+)
+from protect.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
+from protect.manifest import (
+    INDEX_NAME,
+    encoder_entry,
+    environment,
+    index_entry,
+    is_record,
+    lpips_entry,
+    now,
+    read_json,
+    record_path,
+    settings_hash,
+    sha256_bytes,
+    sha256_file,
+    update_index,
+    write_record,
+)
+from protect.modes import DEFAULT_MODE, TargetRequest, make_target, target_request
+
+log = logging.getLogger("fixative")
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class BatchOptions:
+    """Everything a portfolio run needs (the CLI fills it from its flags)."""
+
+    inputs: list[str]
+    out: Path
+    target: Path | None = None
+    mode: str = DEFAULT_MODE
+    objective: str | None = None
+    encoders: list[str] = field(default_factory=lambda: ["taef2"])
+    budget: float = 0.07
+    steps: int = 300
+    seconds: float | None = None
+    seed: int = 0
+    method: str = "fixative"
+    linf: float | None = None
+    precision: str = "auto"
+    lpips_net: str = "alex"
+    tile_size: int = 1024
+    device: str = "auto"
+    models_dir: Path | None = None
+    format: str = "png"
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    max_pixels: int = MAX_PIXELS
+    recursive: bool = False
+    shard: tuple[int, int] | None = None  # (index from 1, count)
+    quiet: bool = False
+    target_options: dict = field(default_factory=dict)  # made targets (the targets issue)
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """An input file and where its output goes, relative to the output folder (``sub/x.jpg``)."""
+
+    path: Path
+    rel: Path
+
+
+@dataclass(frozen=True)
+class Job:
+    input: Path
+    output: Path
+    record: Path
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: ``done``, ``skipped`` (already done) or ``failed`` (with ``reason``)."""
+
+    input: str
+    status: str
+    output: str | None = None
+    record: str | None = None
+    reason: str | None = None
+    lpips: float | None = None
+    mean_ratio: float | None = None
+    seconds: float | None = None
+    compressed: dict | None = None
+
+
+@dataclass
+class BatchSummary:
+    out: Path
+    outcomes: list[Outcome]
+    ignored: int = 0
+    shard: str | None = None
+    settings_hash: str | None = None
+    report: bool = True  # False on the non-main processes of an accelerate run
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    def to_json(self) -> dict:
+        return {
+            "fixative": __version__,
+            "out": str(self.out),
+            "index": str(self.out / INDEX_NAME),
+            "shard": self.shard,
+            "settings_hash": self.settings_hash,
+            "counts": {s: self.count(s) for s in ("done", "skipped", "failed")} | {"ignored": self.ignored},
+            "images": [{k: v for k, v in asdict(o).items() if v is not None} for o in self.outcomes],
+            "failures": [{"input": o.input, "reason": o.reason} for o in self.failures],
+            "exit_code": self.exit_code,
+        }
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = (path.name,)
+    return any(p.startswith(".") for p in parts)
+
+
+def _is_recorded_output(path: Path) -> bool:
+    """True for a file a Fixative run wrote (its record beside it names it as the output)."""
+    data = read_json(record_path(path))
+    return is_record(data) and Path(str(data["output"].get("name", ""))).name == path.name
+
+
+def collect_inputs(specs: list[str], recursive: bool = False) -> tuple[list[InputItem], list[Outcome], int]:
+    """Expand files, folders and globs into images, in a fixed order.
+
+    Folders and globs keep files with image suffixes that are not hidden and not outputs of an
+    earlier run; a file named explicitly is taken whatever its name (and fails later if it is
+    not an image). Returns (items, failures for names that match nothing, count ignored).
+    """
+    items: list[InputItem] = []
+    failures: list[Outcome] = []
+    seen: set[Path] = set()
+    ignored = 0
+
+    def add(path: Path, rel: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            items.append(InputItem(path, rel))
+
+    def expand(candidates: list[Path], root: Path | None) -> int:
+        nonlocal ignored
+        taken = 0
+        for path in candidates:
+            if not path.is_file():
+                continue
+            if path.suffix.lower() not in IMAGE_SUFFIXES or _hidden(path, root or path.parent):
+                ignored += 1
+                continue
+            if _is_recorded_output(path):
+                ignored += 1
+                continue
+            add(path, path.relative_to(root) if root else Path(path.name))
+            taken += 1
+        return taken
+
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(path.rglob("*") if recursive else path.iterdir())
+            if not expand(found, path):
+                failures.append(Outcome(str(spec), "failed", reason="the folder holds no images"
+                                        + ("" if recursive else " (add --recursive for subfolders)")))
+        elif path.exists():
+            add(path, Path(path.name))
+        elif _GLOB_CHARS & set(str(spec)):
+            if not expand([Path(p) for p in sorted(glob.glob(str(spec), recursive=True))], None):
+                failures.append(Outcome(str(spec), "failed", reason="the pattern matched no images"))
+        else:
+            failures.append(Outcome(str(spec), "failed", reason="no such file or folder"))
+    return items, failures, ignored
+
+
+# --- output names -------------------------------------------------------------------------------
+
+
+def _record_owner(record: Path) -> Path | None | bool:
+    """The input that a record at ``record`` belongs to; None if there is no file; False if foreign."""
+    if not record.exists():
+        return None
+    data = read_json(record)
+    if not is_record(data) or not data["input"].get("path"):
+        return False
+    return Path(data["input"]["path"]).resolve()
+
+
+def plan_outputs(items: list[InputItem], out_dir: Path, suffix: str = ".png") -> list[Job]:
+    """One output (and record) path per input, deterministic, never an input and never a stranger's file.
+
+    ``out/<rel dir>/<stem><suffix>``; on a clash ``<stem>_2``, ``<stem>_3``... A name clashes with
+    an input file, a name given to an earlier input, or a file in the folder that belongs to
+    something else (an image without a record, or a record of another input). A name whose
+    record belongs to this input is its own (an earlier run's), so reruns and shards agree.
+    """
+    inputs = {item.path.resolve() for item in items}
+    assigned: set[Path] = set()
+    jobs: list[Job] = []
+    for item in items:
+        own = item.path.resolve()
+        base = out_dir / item.rel.parent
+        n = 1
+        while True:
+            stem = item.path.stem if n == 1 else f"{item.path.stem}_{n}"
+            dest = base / f"{stem}{suffix}"
+            record = record_path(dest)
+            n += 1
+            keys = {dest.resolve(), record.resolve()}
+            if keys & inputs or keys & assigned:
+                continue
+            owner = _record_owner(record)
+            if owner is False or (owner is not None and owner != own):
+                continue
+            if owner is None and dest.exists():
+                continue
+            break
+        assigned |= keys
+        jobs.append(Job(item.path, dest, record))
+    return jobs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1 <= I <= N) -> (I, N)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError as exc:
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 1/2") from exc
+    if count < 1 or not 1 <= index <= count:
+        raise ConfigError(f"--shard {text!r}: I must be between 1 and N")
+    return index, count
+
+
+@dataclass
+class _Process:
+    """This process's place among the shards."""
+
+    index: int = 0  # from 0
+    count: int = 1
+    state: Any = None  # accelerate's PartialState when launched by accelerate
+    device: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    @property
+    def label(self) -> str | None:
+        return f"{self.index + 1}/{self.count}" if self.count > 1 else None
+
+
+def _this_process(opts: BatchOptions) -> _Process:
+    if opts.shard is not None:
+        return _Process(opts.shard[0] - 1, opts.shard[1])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        try:
+            from accelerate import PartialState
+        except ImportError as exc:
+            raise ConfigError("started as one of several processes, but 'accelerate' is not installed; "
+                              "pip install 'fixative[multi]', or use --shard I/N") from exc
+        cpu = opts.device == "cpu" or not torch.cuda.is_available()
+        state = PartialState(cpu=cpu, timeout=timedelta(days=7))
+        device = str(state.device) if opts.device == "auto" else opts.device
+        return _Process(state.process_index, state.num_processes, state, device)
+    return _Process()
+
+
+# --- one image ----------------------------------------------------------------------------------
+
+
+def _run_settings(opts: BatchOptions, request: TargetRequest, models: list[dict], lpips: dict) -> dict:
+    """The settings that decide an output's pixels and file (hashed to recognise finished work)."""
+    return {
+        "target": request.describe(),
+        "budget": opts.budget,
+        "method": opts.method,
+        "steps": opts.steps,
+        "seconds": opts.seconds,
+        "seed": opts.seed,
+        "linf": opts.linf,
+        "precision": opts.precision,
+        "lpips_net": opts.lpips_net,
+        "tile_size": opts.tile_size,
+        "encoders": [{"spec": m["spec"], "sha256": [f["sha256"] for f in m["files"]]} for m in models],
+        "lpips": [f["sha256"] for f in lpips["files"]],
+        "format": opts.format,
+        "jpeg_quality": opts.jpeg_quality if opts.format == "jpeg" else None,
+        "bits": "as input where the format allows",
+    }
+
+
+def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:
+    data = read_json(job.record)
+    if not is_record(data) or data.get("settings_hash") != shash or data["input"].get("sha256") != input_sha:
+        return None
+    if not job.output.is_file() or sha256_file(job.output) != data["output"].get("sha256"):
+        return None
+    return data
+
+
+def _latent_distance(encoder, a, b, cell: int, align: int) -> float:
+    import torch
+
+    from protect.tiling import plan_tiles
+
+    total = 0.0
+    with torch.no_grad():
+        for c in plan_tiles(a.shape[-2], a.shape[-1], cell, 0, align):
+            total += float(((encoder(c.crop(a)).float() - encoder(c.crop(b)).float()) ** 2).sum())
+    return total**0.5
+
+
+def remeasure(protector, source, saved, target, objective: str, metrics, tile_size: int) -> dict:
+    """LPIPS, PSNR and the distance ratio of a re-decoded (compressed) file against the original."""
+    import torch
+
+    from protect.metrics import psnr
+
+    dev = protector.device
+    source, saved = source.to(dev), saved.to(dev)
+    with torch.no_grad():
+        lp = float(protector.perceptual.distance(saved, source).max())
+        quality = float(psnr(saved, source))
+    after, ratio = {}, {}
+    for name, enc in zip(metrics.encoders, protector.encoders, strict=True):
+        ref = target.to(dev) if objective == "target" else source
+        after[name] = _latent_distance(enc, saved, ref, tile_size, protector.align)
+        if objective == "target":
+            before = metrics.distance_before[name]
+            ratio[name] = after[name] / before if before > 0 else 1.0
+    return {
+        "lpips": lp,
+        "psnr": quality,
+        "distance_after": after,
+        "ratio": ratio or None,
+        "mean_ratio": (sum(ratio.values()) / len(ratio)) if ratio else None,
+    }
+
+
+class _Runner:
+    """Holds the models (loaded on first need) and the run's fixed parts."""
+
+    def __init__(self, opts: BatchOptions, proc: _Process, request: TargetRequest, models: list[dict],
+                 lpips: dict, run_settings: dict, shash: str):
+        self.opts, self.proc, self.request = opts, proc, request
+        self.models, self.lpips, self.run_settings, self.shash = models, lpips, run_settings, shash
+        self.protector = None
+        self.environment = environment()
+
+    def _protector(self):
+        if self.protector is None:
+            from protect.engine import Protector
+
+            self.protector = Protector.from_specs(
+                self.opts.encoders, lpips_net=self.opts.lpips_net, models_dir=self.opts.models_dir,
+                device=self.proc.device or self.opts.device,
+            )
+        return self.protector
+
+    def run(self, job: Job, bar_factory) -> Outcome:
+        opts = self.opts
+        started_at, started = now(), time.perf_counter()
+        for path in (job.output, job.record):
+            remove_stale_temporaries(path)
+        input_sha = sha256_file(job.input)
+        done = _already_done(job, input_sha, self.shash)
+        if done is not None:
+            # a run killed after writing the files but before the index: list it now (never replace)
+            update_index(opts.out, job.output.relative_to(opts.out).as_posix(),
+                         index_entry(done, job.record.relative_to(opts.out).as_posix(), sha256_file(job.record)),
+                         replace=False)
+            return Outcome(str(job.input), "skipped", str(job.output), str(job.record),
+                           lpips=done.get("metrics", {}).get("lpips"),
+                           mean_ratio=done.get("metrics", {}).get("mean_ratio"))
+
+        loaded = load_image(job.input, max_pixels=opts.max_pixels)
+        if loaded.alpha is not None and opts.format == "jpeg":
+            raise ConfigError("the image has transparency, which JPEG cannot hold; use --format png, webp or tiff")
+        target = make_target(self.request, loaded)
+        bits = output_bits(opts.format, loaded.bits)
+        protector = self._protector()
+        from protect.optimizer import OptimizerSettings
+
+        settings = OptimizerSettings(method=opts.method, steps=opts.steps, seconds=opts.seconds, seed=opts.seed,
+                                     linf=opts.linf, precision=opts.precision)
+        bar = bar_factory(job.input.name, opts.steps)
+
+        def progress(info) -> None:
+            bar.total = info.max_steps * info.tiles
+            bar.n = (info.tile - 1) * info.max_steps + info.step
+            bar.set_postfix(lpips=f"{info.lpips:.3f}", refresh=False)
+            bar.refresh()
+
+        try:
+            result = protector.protect(
+                loaded.rgb, target.tensor, objective=self.request.objective, budget=opts.budget, settings=settings,
+                alpha=loaded.alpha, levels=65535 if bits == 16 else 255, tile_size=opts.tile_size, callback=progress,
+            )
+        finally:
+            bar.close()
+        data = encode_image(result.image, result.alpha, fmt=opts.format, bits=bits, info=loaded.info,
+                            quality=opts.jpeg_quality)
+        compressed = None
+        if opts.format == "jpeg":
+            compressed = {"format": "jpeg", "quality": opts.jpeg_quality, **remeasure(
+                protector, loaded.rgb, decode_rgb(data), target.tensor, self.request.objective, result.metrics,
+                opts.tile_size)}
+        out_sha = sha256_bytes(data)
+        record = {
+            "fixative": __version__,
+            "record_version": 1,
+            "created": started_at,
+            "finished": now(),
+            "mode": self.request.mode,
+            "input": {
+                "path": str(job.input.resolve()),
+                "name": job.input.name,
+                "sha256": input_sha,
+                "bytes": job.input.stat().st_size,
+                "size": list(loaded.size),
+                "format": loaded.format,
+                "mode": loaded.mode,
+                "bits": loaded.bits,
+                "alpha": loaded.alpha is not None,
+                "orientation": loaded.orientation,
+                "notes": loaded.notes,
+            },
+            "output": {
+                "path": str(job.output),
+                "name": job.output.relative_to(opts.out).as_posix(),
+                "sha256": out_sha,
+                "bytes": len(data),
+                "format": opts.format,
+                "bits": bits,
+                "alpha": result.alpha is not None,
+                "metadata": sorted(k for k in ("icc_profile", "exif", "xmp", "dpi") if loaded.info.get(k)),
+            },
+            "target": target.recipe,
+            "encoders": list(opts.encoders),
+            "models": {"encoders": self.models, "lpips": self.lpips},
+            "settings_hash": self.shash,
+            "run_settings": self.run_settings,
+            **result.record(),
+            "compressed": compressed,
+            "environment": {**self.environment, "device": str(protector.device)},
+        }
+        # the record first: an output never exists without one (see protect.manifest)
+        record_sha = write_record(job.record, record)
+        from protect.formats import atomic_write
+
+        atomic_write(job.output, data)
+        update_index(opts.out, record["output"]["name"],
+                     index_entry(record, job.record.relative_to(opts.out).as_posix(), record_sha))
+        m = result.metrics
+        return Outcome(str(job.input), "done", str(job.output), str(job.record), lpips=m.lpips,
+                       mean_ratio=m.mean_ratio, seconds=round(time.perf_counter() - started, 2), compressed=compressed)
+
+
+def _describe(outcome: Outcome) -> str:
+    parts = [f"{outcome.input} -> {outcome.output}"]
+    if outcome.lpips is not None:
+        parts.append(f"LPIPS {outcome.lpips:.4f}")
+    if outcome.mean_ratio is not None:
+        parts.append(f"distance ratio {outcome.mean_ratio:.3f}")
+    if outcome.seconds is not None:
+        parts.append(f"{outcome.seconds:.1f} s")
+    text = ", ".join(parts)
+    if outcome.compressed:
+        c = outcome.compressed
+        ratio = f", distance ratio {c['mean_ratio']:.3f}" if c.get("mean_ratio") is not None else ""
+        text += f"; after JPEG q{c['quality']}: LPIPS {c['lpips']:.4f}{ratio} (compression weakens protection)"
+    return text
+
+
+def run_batch(opts: BatchOptions) -> BatchSummary:
+    """Protect every image of ``opts.inputs`` that is not done yet; see the module docs."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from protect.store import ModelStore
+
+    if opts.format not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown --format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    if not 0 < opts.budget < 1:
+        raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {opts.budget}")
+    proc = _this_process(opts)
+    request = target_request(opts.mode, opts.objective, opts.target, opts.target_options)
+    if request.image is not None:
+        if not request.image.is_file():
+            raise ConfigError(f"--target {request.image}: no such file")
+        request = TargetRequest(request.mode, request.objective, request.kind, request.image,
+                                sha256_file(request.image), request.options)
+    store = ModelStore(opts.models_dir)
+    models = [encoder_entry(spec, store) for spec in opts.encoders]
+    lpips = lpips_entry(opts.lpips_net, store)
+    run_settings = _run_settings(opts, request, models, lpips)
+    shash = settings_hash(run_settings)
+
+    items, failures, ignored = collect_inputs(opts.inputs, opts.recursive)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    jobs = plan_outputs(items, opts.out, OUTPUT_FORMATS[opts.format])
+    mine = jobs[proc.index :: proc.count]
+    outcomes: list[Outcome] = failures if proc.index == 0 else []
+    for failure in outcomes:
+        log.error("%s: %s", failure.input, failure.reason)
+    runner = _Runner(opts, proc, request, models, lpips, run_settings, shash)
+    show = not opts.quiet and proc.main
+
+    def bar_factory(name: str, steps: int):
+        return tqdm(total=steps, desc=name[:30], unit="step", leave=False, position=1, disable=not show)
+
+    if proc.label:
+        log.info("shard %s: %d of %d images", proc.label, len(mine), len(jobs))
+    with logging_redirect_tqdm(), tqdm(
+        total=len(mine), desc="portfolio", unit="image", position=0, disable=not show
+    ) as overall:
+        for job in mine:
+            try:
+                outcome = runner.run(job, bar_factory)
+                if outcome.status == "done":
+                    log.info("%s", _describe(outcome))
+                else:
+                    log.info("%s: already done with these settings, skipped", job.input)
+            except ModelNotFoundError:
+                raise
+            except FixativeError as exc:
+                outcome = Outcome(str(job.input), "failed", reason=_reason(exc, job.input))
+                log.error("%s: %s", job.input, outcome.reason)
+            except MemoryError:
+                outcome = Outcome(str(job.input), "failed", reason="out of memory (try a smaller --tile-size)")
+                log.error("%s: %s", job.input, outcome.reason)
+            except Exception as exc:  # one image's unexpected failure never stops the portfolio
+                kind = "out of GPU memory (try a smaller --tile-size)" if "OutOfMemory" in type(exc).__name__ else (
+                    f"unexpected error: {type(exc).__name__}: {exc}")
+                outcome = Outcome(str(job.input), "failed", reason=kind)
+                log.error("%s: %s", job.input, kind)
+                log.debug("details", exc_info=True)
+            outcomes.append(outcome)
+            overall.update(1)
+
+    summary = BatchSummary(opts.out, outcomes, ignored, proc.label, shash)
+    if proc.state is not None:  # accelerate: the main process reports for all
+        from accelerate.utils import gather_object
+
+        proc.state.wait_for_everyone()
+        gathered = gather_object([outcomes])
+        if proc.main:
+            summary.outcomes = [o for part in gathered for o in part]
+            summary.shard = None
+        else:
+            summary.report = False
+    return summary
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """The error's message without the file name it repeats (the log line names the file)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text

@@ -1,0 +1,345 @@
+"""Provenance: a JSON record per protected file, a portfolio index, and verification.
+
+- Each output ``NAME.EXT`` gets ``NAME.json`` beside it: the SHA-256 of the input and of the
+  output, every setting (and the hash that identifies them), the encoders and LPIPS with the
+  SHA-256 of their weight files, the achieved metrics, the tool's version and timestamps.
+- ``fixative-index.json`` in the output folder ties the records together: for every output,
+  its record and the SHA-256 of both. Several processes (shards) update it under a file lock.
+- :func:`verify` checks a folder: every output against its record, every record against the
+  index, and lists outputs that are missing, tampered with, or not recorded at all.
+
+A record is written before its output (both atomically), so an output file never exists
+without a record: a run killed between the two leaves a record whose output is missing, which
+the next run redoes and :func:`verify` reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from protect import __version__
+from protect.errors import FixativeError
+from protect.formats import atomic_write
+from protect.images import IMAGE_SUFFIXES
+
+INDEX_NAME = "fixative-index.json"
+LOCK_NAME = ".fixative-index.lock"
+RECORD_VERSION = 1
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def settings_hash(settings: dict) -> str:
+    """A stable hash of JSON-ready settings (key order does not matter)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- model files --------------------------------------------------------------------------------
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_entry(path: Path) -> dict:
+    """``{"path", "bytes", "sha256"}`` of a weights file; hashes are cached per process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return {"path": str(path), "bytes": stat.st_size, "sha256": _DIGESTS[key]}
+
+
+def _weight_files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+
+
+def encoder_entry(spec: str, store) -> dict:
+    """Where encoder ``spec`` loads from, and the SHA-256 of its files, without loading it.
+
+    Raises :class:`~protect.errors.ModelNotFoundError` (one clear message) when it is missing.
+    """
+    from protect.encoders import resolve_spec
+
+    resolved = resolve_spec(spec, store)
+    entry: dict = {"spec": spec, "kind": resolved.kind, "source": resolved.location}
+    files: list[Path] = []
+    if resolved.kind == "path":
+        path = Path(resolved.location)
+        if path.is_dir():
+            pipeline = (path / "vae" / "config.json").is_file() and not (path / "config.json").is_file()
+            files = _weight_files_in(path / "vae" if pipeline else path)
+        else:
+            files = [path]
+            config = path.with_suffix(".json")
+            if config.is_file():
+                files.append(config)
+    else:
+        entry["subfolder"] = resolved.subfolder
+        config = store.hub_file(resolved.location, "config.json", subfolder=resolved.subfolder or None)
+        if config is not None:
+            files = _weight_files_in(Path(config).parent)
+    entry["files"] = [file_entry(f) for f in files]
+    return entry
+
+
+def lpips_entry(net: str, store) -> dict:
+    from protect.perceptual import weight_files
+
+    return {"net": net, "files": [file_entry(f) for f in weight_files(net, store) if f.is_file()]}
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+def record_path(output: Path) -> Path:
+    """Where the record of ``output`` goes: beside it, same name, ``.json``."""
+    return output.with_suffix(".json")
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None (missing, unreadable or not an object)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_record(data: dict | None) -> bool:
+    return bool(data) and "fixative" in data and isinstance(data.get("output"), dict) and "input" in data
+
+
+def record_bytes(record: dict) -> bytes:
+    return (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8")
+
+
+def write_record(path: Path, record: dict) -> str:
+    """Write a record atomically; returns its SHA-256 (kept in the index)."""
+    data = record_bytes(record)
+    atomic_write(path, data)
+    return sha256_bytes(data)
+
+
+def environment() -> dict:
+    import torch
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform()}
+
+
+# --- the index ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder``'s index, across processes (fcntl on POSIX, msvcrt on Windows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+b") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        except ImportError:  # Windows
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+def index_entry(record: dict, record_name: str, record_sha: str) -> dict:
+    return {
+        "record": record_name,
+        "record_sha256": record_sha,
+        "output_sha256": record["output"]["sha256"],
+        "input": record["input"].get("path"),
+        "input_sha256": record["input"].get("sha256"),
+        "settings_hash": record.get("settings_hash"),
+        "finished": record.get("finished"),
+    }
+
+
+def _empty_index() -> dict:
+    return {"fixative": __version__, "index_version": 1, "updated": now(), "entries": {}}
+
+
+def load_index(folder: Path) -> dict | None:
+    data = read_json(folder / INDEX_NAME)
+    if data is None or not isinstance(data.get("entries"), dict):
+        return None
+    return data
+
+
+def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool = True) -> None:
+    """Add (or with ``replace``, replace) one output's entry in the index, under the lock.
+
+    The index is only ever changed entry by entry, by the run that wrote the record: it is never
+    rebuilt from the records, so a record edited afterwards stays detectable.
+    """
+    with _locked(folder):
+        index = load_index(folder) or _empty_index()
+        if not replace and output_name in index["entries"]:
+            return
+        index["entries"][output_name] = entry
+        index["updated"] = now()
+        index["fixative"] = __version__
+        atomic_write(folder / INDEX_NAME, record_bytes(index))
+
+
+def find_records(folder: Path) -> dict[str, tuple[Path, dict]]:
+    """Every Fixative record under ``folder``, keyed by its output's name relative to ``folder``."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for path in sorted(folder.rglob("*.json")):
+        if path.name == INDEX_NAME or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        data = read_json(path)
+        if is_record(data):
+            name = (path.parent.relative_to(folder) / Path(data["output"].get("name", "")).name).as_posix()
+            found[name] = (path, data)
+    return found
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    """One finding of :func:`verify`: ``kind`` is tampered, missing, unrecorded, unindexed or partial."""
+
+    kind: str
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.kind.upper()}: {self.name}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    folder: Path
+    checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {
+            "folder": str(self.folder),
+            "ok": self.ok,
+            "checked": self.checked,
+            "problems": [vars(p) for p in self.problems],
+        }
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def verify(folder: str | Path) -> VerifyReport:
+    """Check every output in ``folder`` against its record and the index.
+
+    Problems: ``tampered`` (an output, or a record, whose bytes differ from what was recorded),
+    ``missing`` (a recorded output or record that is gone), ``unrecorded`` (an image in the folder
+    that no record accounts for, other than a recorded input), ``unindexed`` (a record the index
+    does not list), ``partial`` (a temporary file a killed run left behind).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FixativeError(f"{folder}: no such folder")
+    report = VerifyReport(folder)
+    records = find_records(folder)
+    index = load_index(folder)
+    if index is None and not records:
+        raise FixativeError(f"{folder}: no Fixative records or {INDEX_NAME} here; nothing to verify")
+    entries = (index or {}).get("entries", {})
+    if index is None:
+        report.problems.append(Problem("missing", INDEX_NAME, "the portfolio index is missing"))
+
+    accounted: set[Path] = set()
+    input_hashes: set[str] = set()
+    for name, (path, data) in records.items():
+        report.checked += 1
+        output = folder / name
+        accounted.add(output.resolve())
+        input_hashes.add(str(data["input"].get("sha256")))
+        with contextlib.suppress(OSError, TypeError):
+            accounted.add(Path(data["input"]["path"]).resolve())
+        if not output.is_file():
+            report.problems.append(Problem("missing", name, f"recorded in {path.name} but the file is gone"))
+        elif sha256_file(output) != data["output"].get("sha256"):
+            report.problems.append(Problem("tampered", name, f"its SHA-256 differs from the one in {path.name}"))
+        entry = entries.get(name)
+        if index is not None and entry is None:
+            report.problems.append(Problem("unindexed", name, f"{path.name} is not listed in {INDEX_NAME}"))
+        elif entry is not None and sha256_file(path) != entry.get("record_sha256"):
+            report.problems.append(
+                Problem("tampered", path.relative_to(folder).as_posix(), f"the record differs from {INDEX_NAME}")
+            )
+    for name, entry in entries.items():
+        if name in records:
+            continue
+        report.checked += 1
+        accounted.add((folder / name).resolve())
+        record = entry.get("record", "?")
+        report.problems.append(Problem("missing", name, f"listed in {INDEX_NAME} but its record {record} is gone"))
+        if not (folder / name).is_file():
+            report.problems.append(Problem("missing", name, "listed in the index but the file is gone"))
+    for image in _images_under(folder):
+        if image.resolve() in accounted:
+            continue
+        if sha256_file(image) in input_hashes:  # an original (the output folder is the input folder)
+            continue
+        name = image.relative_to(folder).as_posix()
+        report.problems.append(Problem("unrecorded", name, "an image that no Fixative record accounts for"))
+    for stale in sorted(folder.rglob(".*.part")):
+        report.problems.append(
+            Problem("partial", stale.relative_to(folder).as_posix(), "a temporary file an interrupted run left; "
+                    "rerun the same command to finish")
+        )
+    return report
+
+
+def relative_name(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` in POSIX form (the name used in records and the index)."""
+    return Path(os.path.relpath(path, folder)).as_posix()

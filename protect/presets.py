@@ -1,0 +1,52 @@
+"""Artist-facing presets: ``--intensity`` picks the LPIPS budget, ``--quality`` the search effort.
+
+The numbers (also in the README's options table):
+
+| ``--intensity`` | LPIPS budget | what it looks like |
+| --- | --- | --- |
+| ``low`` | 0.03 | very hard to see, even side by side |
+| ``medium`` (default) | 0.07 | faint texture on flat areas when compared side by side |
+| ``high`` | 0.10 | visible on flat areas and gradients; strongest protection |
+
+| ``--quality`` | steps | time limit per image |
+| --- | --- | --- |
+| ``fast`` | 60 | 60 s |
+| ``standard`` (default) | 300 | none |
+| ``best`` | 1000 | 900 s |
+
+``--budget`` and ``--steps``/``--seconds`` give the numbers directly and win over a preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INTENSITIES: dict[str, float] = {"low": 0.03, "medium": 0.07, "high": 0.10}
+DEFAULT_INTENSITY = "medium"
+
+
+@dataclass(frozen=True)
+class Quality:
+    steps: int
+    seconds: float | None
+
+
+QUALITIES: dict[str, Quality] = {
+    "fast": Quality(steps=60, seconds=60.0),
+    "standard": Quality(steps=300, seconds=None),
+    "best": Quality(steps=1000, seconds=900.0),
+}
+DEFAULT_QUALITY = "standard"
+
+
+def budget_for(intensity: str | None, budget: float | None) -> float:
+    """The LPIPS budget: ``budget`` when given, else the intensity preset's."""
+    if budget is not None:
+        return budget
+    return INTENSITIES[intensity or DEFAULT_INTENSITY]
+
+
+def effort_for(quality: str | None, steps: int | None, seconds: float | None) -> tuple[int, float | None]:
+    """(steps, seconds): each explicit value wins over the quality preset's."""
+    preset = QUALITIES[quality or DEFAULT_QUALITY]
+    return (steps if steps is not None else preset.steps, seconds if seconds is not None else preset.seconds)
