@@ -95,6 +95,24 @@ def _check_file(path: Path) -> None:
         raise InputImageError(f"{path}: the file is empty (0 bytes)")
 
 
+def _unreadable_reason(path: Path) -> str:
+    """Why Pillow could not open ``path``: for a TIFF, what tifffile says about its samples."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic in (b"II*\x00", b"MM\x00*"):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                dtype = tif.pages[0].dtype
+            if dtype is not None and dtype.kind == "f":
+                return f"floating-point TIFF ({dtype}) is not supported; export 8 or 16 bits"
+            return f"a TIFF whose layout is not supported (samples {dtype}); export 8 or 16 bits RGB"
+        except Exception:  # not even tifffile can read it
+            pass
+    return "not an image that can be read (unknown or damaged format)"
+
+
 def _open(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open (header only) and refuse what must not be decoded: non-images, animations, huge images."""
     _check_file(path)
@@ -108,7 +126,7 @@ def _open(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise InputImageError(f"{path}: refused before decoding, over the {max_pixels:,} pixel limit ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise InputImageError(f"{path}: not an image that can be read (unknown or damaged format)") from exc
+        raise InputImageError(f"{path}: {_unreadable_reason(path)}") from exc
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
         raise InputImageError(f"{path}: the image is damaged or truncated ({exc})") from exc
     finally:

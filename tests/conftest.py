@@ -155,3 +155,30 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 
 
 # --- end of made-target fixtures ------------------------------------------------------------------
+
+
+# --- a tiny offline models folder, for the CLI and batch tests ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A models folder: a tiny random TAESD-format encoder and a random LPIPS alex backbone.
+
+    ``tiny.tiny_protect_args(it)`` gives the flags that make ``fixative protect`` use it.
+    """
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from protect.taesd import TAESDEncoder
+
+    root = tmp_path_factory.mktemp("models")
+    (root / "taesd").mkdir()
+    (root / "lpips").mkdir()
+    torch.manual_seed(0)
+    torch.save(TAESDEncoder(4, width=8).half().state_dict(), root / "taesd" / "tiny_encoder.pth")
+    features = torchvision.models.alexnet(weights=None).features
+    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()},
+              str(root / "lpips" / "alexnet_features.safetensors"))
+    return root
+

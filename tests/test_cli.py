@@ -5,31 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from protect.cli import main, output_names
 from protect.images import load_image
-from protect.taesd import TAESDEncoder
 
 from tiny import smooth_image
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    """A models folder: a tiny random TAESD-format encoder and a random LPIPS alex backbone."""
-    root = tmp_path_factory.mktemp("models")
-    (root / "taesd").mkdir()
-    (root / "lpips").mkdir()
-    torch.manual_seed(0)
-    torch.save(TAESDEncoder(4, width=8).half().state_dict(), root / "taesd" / "tiny_encoder.pth")
-    import torchvision
-
-    features = torchvision.models.alexnet(weights=None).features
-    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()},
-              str(root / "lpips" / "alexnet_features.safetensors"))
-    return root
+@pytest.fixture
+def models(tiny_models) -> Path:
+    return tiny_models
 
 
 def _png(path: Path, h: int, w: int, seed: int, alpha: bool = False) -> Path:

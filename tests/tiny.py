@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +68,9 @@ def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     img = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)
     img = img + 0.05 * torch.randn(1, 3, h, w, generator=g)
     return img.clamp(0, 1)
+
+
+def tiny_protect_args(models: Path, steps: int = 3) -> list[str]:
+    """Flags that make ``fixative protect`` run on the ``tiny_models`` fixture's folder, quickly and quietly."""
+    return ["--encoder", str(models / "taesd" / "tiny_encoder.pth"), "--models-dir", str(models),
+            "--steps", str(steps), "--precision", "fp32", "--device", "cpu", "-q"]
