@@ -63,11 +63,14 @@ def test_alpha_passes_through_untouched(protector):
     assert result.alpha.dtype == np.uint8 and np.array_equal(result.alpha, alpha)
 
 
-def test_same_seed_same_output(perceptual):
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_same_seed_same_output(perceptual, precision):
     x, t = smooth_image(40, 40, 4), smooth_image(40, 40, 5)
-    runs = [Protector([TinyEncoder(0)], perceptual).protect(x, t, budget=0.03, settings=_fast(seed=7))
+    runs = [Protector([TinyEncoder(0)], perceptual).protect(x, t, budget=0.03,
+                                                            settings=_fast(seed=7, precision=precision))
             for _ in range(2)]
-    other = Protector([TinyEncoder(0)], perceptual).protect(x, t, budget=0.03, settings=_fast(seed=8))
+    other = Protector([TinyEncoder(0)], perceptual).protect(x, t, budget=0.03,
+                                                            settings=_fast(seed=8, precision=precision))
     assert torch.equal(runs[0].image, runs[1].image)
     assert not torch.equal(runs[0].image, other.image)
 
@@ -126,6 +129,13 @@ def test_cancel_keeps_budget(protector):
     assert result.metrics.stopped == "cancelled"
     assert seen == [1, 2, 3]
     assert result.metrics.lpips <= 0.03
+
+
+def test_early_stop_when_nothing_improves(protector):
+    x, t = smooth_image(32, 32, 0), smooth_image(32, 32, 1)
+    result = protector.protect(x, t, budget=0.05, settings=_fast(steps=200, lr=1e-9, patience=4))
+    assert result.metrics.stopped == "early-stop"
+    assert result.metrics.steps < 20
 
 
 def test_time_limit_stops_search(protector):
