@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from eval.names import short_name
 from protect.constraints import LpipsBudget, quantize
 from protect.encoders import Encoder
 from protect.errors import ConfigError
@@ -267,7 +268,8 @@ class ImpressPurification(Countermeasure):
         self.alpha = self.settings.alpha
         self.purifier = autoencoder.name
         self.name = "impress"
-        self.label = f"IMPRESS purification ({autoencoder.name}, LPIPS <= {self.budget:g}, {self.steps} steps)"
+        self.label = (f"IMPRESS purification ({short_name(autoencoder.name)}, LPIPS <= {self.budget:g}, "
+                      f"{self.steps} steps)")
 
     def apply(self, images: Tensor, seed: int = 0) -> Tensor:
         s = self.settings

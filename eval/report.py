@@ -41,6 +41,16 @@ def _encoder_names(report: StrengthReport) -> list[str]:
     return [e["name"] for e in report.encoders]
 
 
+def _display(report: StrengthReport) -> dict[str, str]:
+    """Encoder spec -> the short name shown in tables and plots."""
+    return {e["name"]: e.get("display", e["name"]) for e in report.encoders}
+
+
+def _space_label(report: StrengthReport, space: str) -> str:
+    kind, _, name = space.partition(":")
+    return f"{kind}:{_display(report).get(name, name)}" if kind == "latent" else space
+
+
 # --- plain text -------------------------------------------------------------------------------
 
 
@@ -51,9 +61,10 @@ def headline_rows(report: StrengthReport) -> list[list[str]]:
     names = _encoder_names(report)
     labels = _condition_labels(report)
     concept = {n: any("concept_success" in agg[c][n] for c in agg) for n in names}
+    show = _display(report)
     header = ["condition"]
     for n in names:
-        header += [f"{n} gain", f"{n} retained"] + ([f"{n} concept"] if concept[n] else [])
+        header += [f"{show[n]} gain", f"{show[n]} retained"] + ([f"{show[n]} concept"] if concept[n] else [])
     rows = [header]
     for cname, per in agg.items():
         row = [labels.get(cname, cname)]
@@ -78,7 +89,7 @@ def detector_rows(report: StrengthReport) -> list[list[str]]:
     rows = [["feature space"] + [f"{d} AUC" for d in dets] + [f"{d} TPR@{report.stealth.get('fpr', 0.05):.0%}FPR"
                                                               for d in dets]]
     for space, per in spaces.items():
-        rows.append([space] + [_fmt(per.get(d, {}).get("roc_auc")) for d in dets]
+        rows.append([_space_label(report, space)] + [_fmt(per.get(d, {}).get("roc_auc")) for d in dets]
                     + [_fmt(per.get(d, {}).get("detection_rate_at_fpr"), pct=True) for d in dets])
     return rows
 
@@ -157,6 +168,7 @@ def plots(report: StrengthReport) -> dict[str, str]:
     out: dict[str, str] = {}
     agg = report.aggregate["efficacy"]
     names = _encoder_names(report)
+    show = _display(report)
     labels = _condition_labels(report)
     conds = list(agg)
     width = 0.8 / max(1, len(names))
@@ -165,13 +177,13 @@ def plots(report: StrengthReport) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(conds)), 3.6))
     for i, n in enumerate(names):
         vals = [agg[c][n]["gain"] or 0.0 for c in conds]
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n)
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=show[n])
     control = report.aggregate.get("noise_control")
     if control:
         for i, n in enumerate(names):
             g = control["encoders"][n]["gain"]
             if g is not None:
-                ax.axhline(g, ls="--", lw=1, color=f"C{i}", label=f"{n}: LPIPS-matched noise")
+                ax.axhline(g, ls="--", lw=1, color=f"C{i}", label=f"{show[n]}: LPIPS-matched noise")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, [labels.get(c, c).split(",")[0].replace("no countermeasure", "none") for c in conds],
                   rotation=35, ha="right")
@@ -183,7 +195,7 @@ def plots(report: StrengthReport) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(conds)), 3.2))
     for i, n in enumerate(names):
         vals = [(agg[c][n]["retention"] if agg[c][n]["retention"] is not None else np.nan) for c in conds[1:]]
-        ax.bar(np.arange(len(conds) - 1) + i * width - 0.4 + width / 2, vals, width, label=n)
+        ax.bar(np.arange(len(conds) - 1) + i * width - 0.4 + width / 2, vals, width, label=show[n])
     ax.axhline(1, color="black", lw=0.8, ls=":")
     ax.set_xticks(np.arange(len(conds) - 1), [labels.get(c, c).split(",")[0] for c in conds[1:]], rotation=35,
                   ha="right")
@@ -200,7 +212,7 @@ def plots(report: StrengthReport) -> dict[str, str]:
                 roc = v["pooled_roc"]
                 ax.plot(roc["fpr"], roc["tpr"], label=f"{det} (AUC {v['roc_auc']:.2f})")
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-            ax.set_title(space, fontsize=9)
+            ax.set_title(_space_label(report, space), fontsize=9)
             ax.set_xlabel("false positive rate")
             ax.set_ylabel("detection rate")
             ax.legend(fontsize=6, loc="lower right")
@@ -211,11 +223,11 @@ def plots(report: StrengthReport) -> dict[str, str]:
     for i, n in enumerate(names):
         lp = [r.imperceptibility["lpips_alex"] for r in report.images]
         gains = [r.efficacy[NONE][n].gain for r in report.images]
-        ax.scatter(lp, gains, label=n, color=f"C{i}")
+        ax.scatter(lp, gains, label=show[n], color=f"C{i}")
         if all(r.noise_control for r in report.images):
             ax.scatter([r.noise_control["lpips_alex"] for r in report.images],
                        [r.noise_control["encoders"][n]["gain"] for r in report.images], marker="x",
-                       color=f"C{i}", label=f"{n}: noise control")
+                       color=f"C{i}", label=f"{show[n]}: noise control")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("LPIPS (alex) to the original")
     ax.set_ylabel("gain")
@@ -259,6 +271,7 @@ def render_html(report: StrengthReport) -> str:
     """The report as one self-contained HTML page."""
     agg = report.aggregate
     names = _encoder_names(report)
+    show = _display(report)
     labels = _condition_labels(report)
     figs = plots(report)
     mode = ", ".join(agg["mode"])
@@ -272,7 +285,7 @@ def render_html(report: StrengthReport) -> str:
         "move the encoder's view away from the image's own).</p>",
     ]
     enc_rows = [["encoder", "role", "decoder", "source"]] + [
-        [html.escape(e["name"]), html.escape(e["role"]), "yes" if e["can_decode"] else "no",
+        [html.escape(e.get("display", e["name"])), html.escape(e["role"]), "yes" if e["can_decode"] else "no",
          html.escape(str(e["source"]))] for e in report.encoders]
     h += ["<h2>What was measured with</h2>", _table(enc_rows),
           f"<p>Classifier for concept success and detector features: "
@@ -314,7 +327,7 @@ def render_html(report: StrengthReport) -> str:
         for n in names:
             e = per[n]
             if "concept_success" in e or "style_ratio" in e:
-                detail.append([html.escape(labels.get(cname, cname)), html.escape(n),
+                detail.append([html.escape(labels.get(cname, cname)), html.escape(show[n]),
                                _fmt(e.get("concept_success"), pct=True), _fmt(e.get("concept_success_top5"), pct=True),
                                _fmt(e.get("concept_success_clean_view"), pct=True),
                                _fmt(e.get("p_anchor_protected_view")), _fmt(e.get("p_anchor_clean_view")),
@@ -365,7 +378,7 @@ def render_html(report: StrengthReport) -> str:
 
     # per image
     per_rows = [["image", "size", "LPIPS alex", "LPIPS vgg", "PSNR", "SSIM", "L-inf"]
-                + [f"{n} gain" for n in names] + ["noise-control gain", "labels (original / protected / target)"]]
+                + [f"{show[n]} gain" for n in names] + ["noise-control gain", "labels (original / protected / target)"]]
     for r in report.images:
         nc = r.noise_control["encoders"] if r.noise_control else {}
         lab = r.labels or {}
@@ -373,7 +386,7 @@ def render_html(report: StrengthReport) -> str:
                          _fmt(r.imperceptibility["lpips_vgg"], 4), _fmt(r.imperceptibility["psnr"], 1),
                          _fmt(r.imperceptibility["ssim"], 4), _fmt(r.imperceptibility["linf"], 4)]
                         + [_fmt(r.efficacy[NONE][n].gain) for n in names]
-                        + [", ".join(f"{n} {_fmt(v['gain'])}" for n, v in nc.items()),
+                        + [", ".join(f"{show.get(n, n)} {_fmt(v['gain'])}" for n, v in nc.items()),
                            html.escape(" / ".join(str(lab.get(k) or "–") for k in ("original", "protected",
                                                                                    "target")))])
     h += ["<h2>Per image</h2>", _table(per_rows)]

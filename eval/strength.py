@@ -11,7 +11,8 @@ countermeasure is applied to the original x and the protected x' alike, with the
   (1 = no effect, 0 = the encoder sees the target), ``gain = 1 - ratio``;
 - away mode (no target): ``gain = ||E(C(x')) - E(C(x))|| / ||E(C(x))||``, the relative latent shift;
 - ``retention = gain under C / gain without countermeasure`` (1 = all protection kept, 0 = removed;
-  aggregated as a ratio of mean gains);
+  aggregated as a ratio of mean gains; None where the mean gain without countermeasure is below
+  :data:`MIN_GAIN`: there is nothing to retain);
 - decoded view: ``D(E(C(x')))`` for encoders with a decoder; concept success = the classifier's
   top-1 label of the decoded view is the anchor (the classifier's top-1 label of the target);
   style ratio = ``style(D(E(C(x'))), t) / style(D(E(C(x))), t)`` (below 1 = the decoded view moved
@@ -52,6 +53,7 @@ from eval.detectors import (
     roc_auc,
     roc_curve,
 )
+from eval.names import display_names, short_name
 from eval.pairs import ImagePair, LoadedPair, load_pair
 from eval.style import StyleDistance
 from protect.constraints import LpipsBudget, quantize
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 
 NONE = "none"
 IMPERCEPTIBILITY_KEYS = ("lpips_alex", "lpips_vgg", "psnr", "ssim", "linf")
+MIN_GAIN = 0.01
+"""Below this mean gain without countermeasure there is no protection to retain (retention = None)."""
 
 
 @dataclass
@@ -318,11 +322,12 @@ class StrengthEvaluator:
 
     def describe_encoders(self, pairs: Sequence[ImagePair]) -> list[dict]:
         used = {u for p in pairs for u in p.protected_with}
+        display = display_names(self.names)
         out = []
         for name, enc in zip(self.names, self.encoders, strict=True):
             role = "unknown" if not used else ("used to protect" if name in used else "transfer (not used to protect)")
-            out.append({"name": name, "source": getattr(enc, "source", ""), "can_decode": bool(
-                getattr(enc, "can_decode", False)), "role": role})
+            out.append({"name": name, "display": display[name], "source": getattr(enc, "source", ""),
+                        "can_decode": bool(getattr(enc, "can_decode", False)), "role": role})
         return out
 
     @torch.no_grad()
@@ -486,7 +491,7 @@ class StrengthEvaluator:
         _, amp = amplified_difference(x, xp)
         cols = ["original", "protected", f"difference x{amp:.0f}"]
         if decoded is not None:
-            cols += [f"decoded original ({decoded[0]})", f"decoded protected ({decoded[0]})"]
+            cols += [f"decoded original ({short_name(decoded[0])})", f"decoded protected ({short_name(decoded[0])})"]
         return cols + (["target"] if t is not None else [])
 
     # --- the whole evaluation -------------------------------------------------------------------
@@ -555,7 +560,7 @@ class StrengthEvaluator:
                 entry = {
                     "ratio": _mean([e.ratio for e in rows]),
                     "gain": gain,
-                    "retention": (gain / gain0) if (gain is not None and gain0 and gain0 > 1e-6) else None,
+                    "retention": (gain / gain0) if (gain is not None and gain0 and gain0 > MIN_GAIN) else None,
                     "per_image_gain": [e.gain for e in rows],
                 }
                 concepts = [e.concept for e in rows if e.concept and "success" in e.concept]
