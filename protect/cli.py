@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from protect import __version__
+from protect import __version__, target_flags
 from protect.devices import DEVICE_CHOICES
 from protect.errors import FixativeError
 from protect.formats import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS
@@ -91,6 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on standard output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only problems")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    target_flags.add_arguments(p)
     p.set_defaults(handler=_protect)
 
     v = sub.add_parser("verify", help="check protected files against their records",
@@ -144,6 +145,7 @@ def _protect(args: argparse.Namespace) -> int:
         lpips_net=args.lpips_net, tile_size=args.tile_size, device=args.device, models_dir=args.models_dir,
         format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
+        target_options=target_flags.batch_target_options(args),
     )
     summary = run_batch(options)
     if not summary.report:  # a non-main process of an accelerate run: the main one reports

@@ -67,7 +67,7 @@ class TargetCache:
     """Targets on disk under ``root`` (see the module docs for the layout and the default place)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.root = (Path(root).expanduser() if root is not None else default_cache_dir()).absolute()
 
     def __repr__(self) -> str:
         return f"TargetCache({str(self.root)!r})"

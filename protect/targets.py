@@ -41,7 +41,9 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -408,19 +410,45 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype}
 
 
+@contextmanager
+def _loading_bars(show: bool) -> Iterator[None]:
+    """Hide diffusers' and transformers' loading progress bars while loading, unless ``show``."""
+    if show:
+        yield
+        return
+    from diffusers.utils import logging as dlog
+
+    try:
+        from transformers.utils import logging as tlog
+    except ImportError:  # pragma: no cover
+        tlog = None
+    was = [(m, m.is_progress_bar_enabled()) for m in (dlog, tlog) if m is not None]
+    for m, _ in was:
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, enabled in was:
+            if enabled:
+                m.enable_progress_bar()
+
+
 def _model_index(source: PipelineSource, store: ModelStore) -> dict:
     if source.kind == "folder":
         return json.loads((Path(source.location) / "model_index.json").read_text(encoding="utf-8"))
     from diffusers import DiffusionPipeline
 
     try:
-        return dict(DiffusionPipeline.load_config(
-            source.location, local_files_only=store.offline, cache_dir=str(store.hub_cache)
-        ))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # huggingface_hub's deprecation notes
+            return dict(DiffusionPipeline.load_config(
+                source.location, local_files_only=store.offline, cache_dir=str(store.hub_cache)
+            ))
     except Exception as exc:
+        short = source.spec.lower() in PIPELINE_SHORT_NAMES
         raise store.not_found(
             source.spec,
-            looked_for=(source.location,),
+            looked_for=(f"{source.spec.lower()}/model_index.json",) if short else (),
             hub_repo=source.location,
             how=(f"`hf download {source.location}` where there is network (then copy the Hugging Face cache), or "
                  "save the pipeline with save_pretrained(DIR) and pass --target-model DIR"),
@@ -429,7 +457,7 @@ def _model_index(source: PipelineSource, store: ModelStore) -> dict:
 
 
 def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], *, dtype: torch.dtype,
-                  store: ModelStore | None = None) -> Any:
+                  store: ModelStore | None = None, progress: bool = True) -> Any:
     """Load ``source`` as a diffusers pipeline for ``task`` (on the CPU, in ``dtype``).
 
     Folders and hub ids go through diffusers' ``AutoPipelineForText2Image`` /
@@ -450,7 +478,8 @@ def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], 
         t2i, i2i = _single_file_classes(Path(source.location))
         cls = i2i if task == "img2img" else t2i
         try:
-            return cls.from_single_file(source.location, local_files_only=store.offline, **_dtype_kwarg(dtype))
+            with _loading_bars(progress):
+                return cls.from_single_file(source.location, local_files_only=store.offline, **_dtype_kwarg(dtype))
         except Exception as exc:
             raise FixativeError(
                 f"cannot load {source.location} as a {cls.__name__}: {exc}. A single file needs its model's configs "
@@ -467,7 +496,8 @@ def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], 
         kwargs["local_files_only"] = True
     auto = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForText2Image
     try:
-        pipe = auto.from_pretrained(source.location, **kwargs)
+        with _loading_bars(progress):
+            pipe = auto.from_pretrained(source.location, **kwargs)
     except ValueError as exc:
         if "AutoPipeline can't find" in str(exc) or "can't find a pipeline" in str(exc).lower():
             need = "an image-to-image (needed for style targets)" if task == "img2img" else "a text-to-image"
@@ -858,7 +888,8 @@ class TargetMaker:
             auto = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForText2Image
             pipe = auto.from_pipe(other)
         else:
-            pipe = load_pipeline(source, task, dtype=self.dtype, store=self.store).to(self.device)
+            pipe = load_pipeline(source, task, dtype=self.dtype, store=self.store, progress=self.progress)
+            pipe = pipe.to(self.device)
             self._fit_memory(pipe)
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
         self._pipes[key] = pipe
@@ -930,8 +961,9 @@ class TargetMaker:
             self._clip = None
             if where is not None:
                 name, location, local_only = where
-                self._clip = ClipScorer.load(location, name, local_only=local_only,
-                                             cache_dir=str(self.store.hub_cache), device=self.device)
+                with _loading_bars(self.progress):
+                    self._clip = ClipScorer.load(location, name, local_only=local_only,
+                                                 cache_dir=str(self.store.hub_cache), device=self.device)
         return self._clip  # type: ignore[return-value]
 
     @torch.no_grad()
