@@ -43,8 +43,9 @@ class ProtectionMetrics:
     - ``psnr`` (dB), ``ssim`` (1 = identical), ``linf`` (largest pixel change, [0,1] units).
     - ``distance_before`` / ``distance_after``: per encoder, ||E(x) - E(t)|| and ||E(x') - E(t)||
       for a target objective; for "away", the distance of E(x') from E(x) (before = 0).
-    - ``ratio``: per encoder, after / before (target objective only; lower is stronger).
-    - ``mean_ratio``: the mean of ``ratio`` over encoders (None for "away").
+    - ``ratio``: per encoder, after / before (target objective only; lower is stronger); includes the
+      ``checked`` encoders, which were measured but not crafted against (transfer).
+    - ``mean_ratio``: the mean of ``ratio`` over the crafting encoders (None for "away").
     - ``steps``, ``seconds``: search effort (all tiles); ``stopped``: why the search ended.
     - ``scale``: the final scale factor (1 = the search's result kept as is; < 1 scaled back into the
       budget; > 1 stretched into budget the search left unused).
@@ -64,6 +65,7 @@ class ProtectionMetrics:
     scale: float
     tiles: int
     encoders: list[str]
+    checked: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,11 +97,21 @@ class Protector:
     ("taef2", "sd15", a path, a hub id) and an LPIPS net name.
     """
 
-    def __init__(self, encoders: Sequence[Encoder], perceptual: Perceptual, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        encoders: Sequence[Encoder],
+        perceptual: Perceptual,
+        device: torch.device | str = "cpu",
+        check_encoders: Sequence[Encoder] = (),
+    ):
+        """``check_encoders`` are only measured, never optimised against: craft against a tiny
+        surrogate (taef2) and report the distance ratio on the full VAE, to see the transfer."""
         if not encoders:
             raise ConfigError("at least one encoder is needed")
         self.device = resolve_device(device)
         self.encoders = [e.to(self.device) for e in encoders]
+        names = {getattr(e, "name", None) for e in self.encoders}
+        self.check_encoders = [e.to(self.device) for e in check_encoders if getattr(e, "name", None) not in names]
         self.perceptual = perceptual.to(self.device)
         self.align = max(int(getattr(e, "downsample", 8)) for e in self.encoders)
 
@@ -111,12 +123,17 @@ class Protector:
         lpips_net: str = "alex",
         models_dir: str | None = None,
         device: str = "auto",
+        check_encoders: Sequence[str] = (),
     ) -> Protector:
-        """Load encoders and LPIPS from the model store (explicit path > models_dir > env > checkout > hub)."""
+        """Load encoders and LPIPS from the model store (explicit path > models_dir > env > checkout > hub).
+
+        ``check_encoders``: specs of encoders to measure the result on without crafting against them.
+        """
         dev = resolve_device(device)
         store = ModelStore(models_dir)
         loaded = load_encoders(list(encoders), store=store, device=dev)
-        return cls(loaded, Perceptual.load(lpips_net, store=store, device=dev), dev)
+        checks = load_encoders(list(check_encoders), store=store, device=dev) if check_encoders else []
+        return cls(loaded, Perceptual.load(lpips_net, store=store, device=dev), dev, checks)
 
     def set_channels_last(self, enabled: bool) -> None:
         fmt = torch.channels_last if enabled else torch.contiguous_format
@@ -244,26 +261,31 @@ class Protector:
         return float(objective.loss([e(image) for e in self.encoders]))
 
     @torch.no_grad()
-    def _latent_sq_dist(self, encoder: Encoder, a: Tensor, b: Tensor, tiles: list[Tile]) -> float:
-        """||E(a) - E(b)||^2, summed over non-overlapping cells for tiled images."""
+    def _latents(self, encoder: Encoder, image: Tensor, tiles: list[Tile]) -> list[Tensor]:
+        """E(image), whole, or per non-overlapping cell for tiled images (bounded memory)."""
         if len(tiles) == 1:
-            return float(((encoder(a).float() - encoder(b).float()) ** 2).sum())
+            return [encoder(image).float()]
         size = max(max(t.height, t.width) for t in tiles)
-        cells = plan_tiles(a.shape[-2], a.shape[-1], size, 0, self.align)
-        return sum(float(((encoder(c.crop(a)).float() - encoder(c.crop(b)).float()) ** 2).sum()) for c in cells)
+        cells = plan_tiles(image.shape[-2], image.shape[-1], size, 0, self.align)
+        return [encoder(c.crop(image)).float() for c in cells]
+
+    @staticmethod
+    def _distance(a: list[Tensor], b: list[Tensor]) -> float:
+        return sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b, strict=True)) ** 0.5
 
     def _measure(self, source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped):
         names = [getattr(e, "name", type(e).__name__) for e in self.encoders]
+        checked = [getattr(e, "name", type(e).__name__) for e in self.check_encoders]
         before, after, ratio = {}, {}, None
-        for name, enc in zip(names, self.encoders, strict=True):
+        for name, enc in zip(names + checked, self.encoders + self.check_encoders, strict=True):
+            reference = self._latents(enc, target if objective == "target" else source, tiles)
+            moved = self._latents(enc, protected, tiles)
+            after[name] = self._distance(moved, reference)
+            before[name] = 0.0
             if objective == "target":
-                before[name] = self._latent_sq_dist(enc, source, target, tiles) ** 0.5
-                after[name] = self._latent_sq_dist(enc, protected, target, tiles) ** 0.5
-            else:
-                before[name] = 0.0
-                after[name] = self._latent_sq_dist(enc, protected, source, tiles) ** 0.5
+                before[name] = self._distance(self._latents(enc, source, tiles), reference)
         if objective == "target":
-            ratio = {n: after[n] / before[n] if before[n] > 0 else 1.0 for n in names}
+            ratio = {n: after[n] / before[n] if before[n] > 0 else 1.0 for n in before}
         order = ("cancelled", "seconds", "early-stop", "steps")
         why = next((w for w in order if w in stopped), "steps")
         return ProtectionMetrics(
@@ -274,11 +296,12 @@ class Protector:
             distance_before=before,
             distance_after=after,
             ratio=ratio,
-            mean_ratio=(sum(ratio.values()) / len(ratio)) if ratio else None,
+            mean_ratio=(sum(ratio[n] for n in names) / len(names)) if ratio else None,
             steps=steps,
             seconds=seconds,
             stopped=why,
             scale=scale,
             tiles=len(tiles),
             encoders=names,
+            checked=checked,
         )

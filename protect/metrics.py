@@ -32,20 +32,21 @@ def _gaussian_window(size: int, sigma: float, channels: int, device: torch.devic
 def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Structural similarity (Wang et al. 2004), Gaussian window 11, sigma 1.5; 1.0 = identical.
 
-    Computed per channel on the valid region and averaged; images smaller than the window
-    use a window shrunk to fit.
+    Computed per channel on the valid region and averaged (one channel at a time, so that large
+    images need little memory); images smaller than the window use a window shrunk to fit.
     """
-    a, b = a.float(), b.float()
-    c = a.shape[1]
     size = min(window, a.shape[-1], a.shape[-2])
     size -= 1 - size % 2  # odd
-    w = _gaussian_window(size, sigma, c, a.device)
+    w = _gaussian_window(size, sigma, 1, a.device)
     c1, c2 = 0.01**2, 0.03**2
-    mu_a = F.conv2d(a, w, groups=c)
-    mu_b = F.conv2d(b, w, groups=c)
-    var_a = F.conv2d(a * a, w, groups=c) - mu_a**2
-    var_b = F.conv2d(b * b, w, groups=c) - mu_b**2
-    cov = F.conv2d(a * b, w, groups=c) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return (num / den).flatten(1).mean(dim=1)
+    per_channel = []
+    for ch in range(a.shape[1]):
+        x, y = a[:, ch : ch + 1].float(), b[:, ch : ch + 1].float()
+        mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
+        var_x = F.conv2d(x * x, w) - mu_x**2
+        var_y = F.conv2d(y * y, w) - mu_y**2
+        cov = F.conv2d(x * y, w) - mu_x * mu_y
+        num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+        den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+        per_channel.append((num / den).flatten(1).mean(dim=1))
+    return torch.stack(per_channel, dim=1).mean(dim=1)

@@ -129,11 +129,20 @@ class Perceptual(nn.Module):
                 log.info("offline mode is set: the torchvision download will probably fail")
         return cls(_build_lpips(net, backbone), net).to(device)
 
-    def _features(self, image01: Tensor) -> list[Tensor]:
+    def _layers(self, image01: Tensor):
+        """The backbone's layer outputs, one at a time (only the current one is held in memory)."""
         m = self.model
-        x = m.scaling_layer(image01 * 2 - 1)
-        outs = m.net.forward(x)
-        return [o / (torch.sqrt(torch.sum(o * o, dim=1, keepdim=True)) + 1e-10) for o in outs]
+        h = m.scaling_layer(image01 * 2 - 1)
+        for i in range(1, m.net.N_slices + 1):
+            h = getattr(m.net, f"slice{i}")(h)
+            yield h
+
+    @staticmethod
+    def _unit(feature: Tensor) -> Tensor:
+        return feature / (torch.sqrt(torch.sum(feature * feature, dim=1, keepdim=True)) + 1e-10)
+
+    def _features(self, image01: Tensor) -> list[Tensor]:
+        return [self._unit(h) for h in self._layers(image01)]
 
     def reference(self, image01: Tensor) -> LpipsReference:
         """Features of a fixed image, to compare many candidates against it cheaply."""
@@ -142,10 +151,9 @@ class Perceptual(nn.Module):
 
     def distance_to(self, image01: Tensor, ref: LpipsReference, spatial: bool = False) -> Tensor:
         """LPIPS of ``image01`` against a cached reference: shape [N], or [N,1,H,W] if ``spatial``."""
-        feats = self._features(image01)
         total = 0
-        for lin, f, r in zip(self.model.lins, feats, ref.features, strict=True):
-            d = lin((f - r.to(f.dtype)) ** 2)
+        for lin, h, r in zip(self.model.lins, self._layers(image01), ref.features, strict=True):
+            d = lin((self._unit(h) - r.to(h.dtype)) ** 2)
             if spatial:
                 d = nn.functional.interpolate(d.float(), size=image01.shape[-2:], mode="bilinear")
                 total = total + d

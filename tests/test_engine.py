@@ -175,3 +175,14 @@ def test_wrong_target_size_and_bad_settings(protector):
         OptimizerSettings(method="magic")
     with pytest.raises(ConfigError, match="at least one encoder"):
         Protector([], tiny_perceptual())
+
+
+def test_check_encoder_measured_not_crafted(perceptual):
+    x, t = smooth_image(40, 40, 0), smooth_image(40, 40, 1)
+    protector = Protector([TinyEncoder(0)], perceptual, check_encoders=[TinyEncoder(3), TinyEncoder(0)])
+    assert [e.name for e in protector.check_encoders] == ["tiny3"]  # a crafting encoder is not re-checked
+    result = protector.protect(x, t, budget=0.05, settings=_fast())
+    m = result.metrics
+    assert m.encoders == ["tiny0"] and m.checked == ["tiny3"]
+    assert set(m.ratio) == {"tiny0", "tiny3"}
+    assert m.mean_ratio == pytest.approx(m.ratio["tiny0"])
