@@ -10,8 +10,8 @@
    (efficacy before/after every countermeasure, detector AUCs). Reports are in
    ``WORKDIR/report-fixative`` and ``WORKDIR/report-noise`` (open ``report.html``).
 
-    python benchmarks/eval_strength.py --size 512 --seconds 60
-    python benchmarks/eval_strength.py --size 256 --steps 40 --impress-steps 10 --workdir /tmp/strength
+    python benchmarks/eval_strength.py --size 256 --steps 40 --impress-steps 10
+    python benchmarks/eval_strength.py --size 512 --steps 100 --workdir /tmp/strength-512
 
 Steps 1-3 are skipped for files that already exist (rerun to refresh only the evaluation).
 """
@@ -91,8 +91,9 @@ def main() -> None:
                     help="encoders to measure in (default taef2 and taesana: taesana measures transfer)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--budget", type=float, default=0.07)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--seconds", type=float, default=60, help="time limit of each image's protection")
+    ap.add_argument("--steps", type=int, default=40, help="search steps per image (default 40)")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="optional time limit per image (default none: a step limit is reproducible on a shared CPU)")
     ap.add_argument("--impress-steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())

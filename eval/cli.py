@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--no-detectors", action="store_true", help="skip the stealth detectors")
     s.add_argument("--max-side", type=_positive_int, metavar="PX",
                    help="measure images downscaled to this longer side (default: as they are)")
+    s.add_argument("--tile-size", type=_positive_int, default=1024, metavar="PX",
+                   help="larger images are encoded, decoded and purified in cells of this size (default 1024)")
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     s.add_argument("--models-dir", help="where model files are (see models/README.md)")
@@ -110,7 +112,7 @@ def strength_command(args: argparse.Namespace) -> int:
         noisy_upscale_sigma=args.upscale_sigma, upscaler=args.upscaler, impress=not args.no_impress,
         purifier=args.purifier, impress_settings=ImpressSettings(budget=args.impress_budget, steps=args.impress_steps),
         noise_control=not args.no_noise_control, detectors=not args.no_detectors, max_side=args.max_side,
-        seed=args.seed,
+        tile_size=args.tile_size, seed=args.seed,
     )
     log.info("measuring %d pair(s) with %s", len(pairs), ", ".join(settings.encoders))
     evaluator = StrengthEvaluator.from_settings(settings)

@@ -245,12 +245,14 @@ def wrap_sd_upscaler(pipe, steps: int = 20, noise_level: int = 20, prompt: str =
 @dataclass
 class ImpressSettings:
     """IMPRESS purification: ``budget`` (LPIPS alex of the result against the input), ``steps``
-    of Adam at ``lr`` (pixel units), penalty weight ``alpha`` on LPIPS above the budget."""
+    of Adam at ``lr`` (pixel units), penalty weight ``alpha`` on LPIPS above the budget; images
+    larger than ``tile`` px are purified in independent cells of that size."""
 
     budget: float = 0.05
     steps: int = 30
     lr: float = 0.005
     alpha: float = 50.0
+    tile: int = 1024
 
 
 class ImpressPurification(Countermeasure):
@@ -272,6 +274,22 @@ class ImpressPurification(Countermeasure):
                       f"{self.steps} steps)")
 
     def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+        h, w = images.shape[-2:]
+        tile = max(32, self.settings.tile)  # LPIPS needs cells of some size
+        if max(h, w) <= tile:
+            return self._purify(images)
+
+        def starts(length: int) -> list[int]:  # full-size cells; the last one ends at the border
+            return sorted({*range(0, max(1, length - tile + 1), tile), max(0, length - tile)})
+
+        out = images.clone()
+        for top in starts(h):
+            for left in starts(w):
+                out[..., top : top + tile, left : left + tile] = self._purify(
+                    images[..., top : top + tile, left : left + tile])
+        return out
+
+    def _purify(self, images: Tensor) -> Tensor:
         s = self.settings
         device = self.autoencoder.device
         source = images.detach().to(device, torch.float32)

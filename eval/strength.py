@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -89,6 +89,8 @@ class StrengthSettings:
     - ``detectors``: run the stealth detectors; ``poison_fraction``: the share of images that are
       protected in each detection trial (the rest are clean originals).
     - ``max_side``: measure images downscaled so the longer side is at most this (None = as is).
+    - ``tile_size``: larger images go through the encoders, decoders and IMPRESS in cells of
+      this many pixels (memory stays bounded; the latents are laid side by side).
     - ``seed``: for every random draw (noise, detector restarts).
     - ``device``: "auto", "cpu", "cuda", "mps".
     """
@@ -112,6 +114,7 @@ class StrengthSettings:
     detectors: bool = True
     poison_fraction: float = 0.15
     max_side: int | None = None
+    tile_size: int = 1024
     seed: int = 0
     grid_height: int = 192
 
@@ -188,6 +191,32 @@ def _stats(values: Sequence[float]) -> dict:
         return {"mean": None, "median": None, "min": None, "max": None}
     return {"mean": float(vals.mean()), "median": float(np.median(vals)), "min": float(vals.min()),
             "max": float(vals.max())}
+
+
+def encode_tiled(encoder: Encoder, images: Tensor, tile: int) -> Tensor:
+    """``encoder(images)``, in non-overlapping cells of ``tile`` px (a multiple of the encoder's
+    downsampling) when the image is larger, the cells' latents laid side by side. Keeps memory
+    bounded on large images; the seams are those of a tiled protection's measurement."""
+    h, w = images.shape[-2:]
+    if max(h, w) <= tile:
+        return encoder(images)
+    ds = int(getattr(encoder, "downsample", 8))
+    tile = max(ds, tile // ds * ds)
+    rows = [torch.cat([encoder(images[..., top : top + tile, left : left + tile]) for left in range(0, w, tile)],
+                      dim=-1) for top in range(0, h, tile)]
+    return torch.cat(rows, dim=-2)
+
+
+def decode_tiled(encoder: Encoder, latents: Tensor, size: tuple[int, int], tile: int) -> Tensor:
+    """``encoder.decode(latents, size)``, in latent cells matching :func:`encode_tiled`'s pixel cells."""
+    if max(size) <= tile:
+        return encoder.decode(latents, size)
+    ds = int(getattr(encoder, "downsample", 8))
+    cell = max(1, tile // ds)
+    h, w = latents.shape[-2:]
+    rows = [torch.cat([encoder.decode(latents[..., top : top + cell, left : left + cell]).float()
+                       for left in range(0, w, cell)], dim=-1) for top in range(0, h, cell)]
+    return torch.cat(rows, dim=-2)[..., : size[0], : size[1]]
 
 
 def pooled_views(latent: Tensor, grid: int = 4) -> Tensor:
@@ -294,7 +323,8 @@ class StrengthEvaluator:
                 notes.append("IMPRESS skipped: no autoencoder with a decoder (give --purifier or add taef2 "
                              "with its taef2_decoder.pth)")
             else:
-                impress = ImpressPurification(purifier, alex, settings.impress_settings)
+                impress = ImpressPurification(purifier, alex, replace(settings.impress_settings,
+                                                                      tile=settings.tile_size))
         cms = default_countermeasures(
             jpeg_qualities=tuple(settings.jpeg_qualities), downup_factor=settings.downup_factor,
             noise_sigma=settings.noise_sigma, blur_sigma=settings.blur_sigma, noisy_upscale=noisy, impress=impress,
@@ -352,7 +382,7 @@ class StrengthEvaluator:
 
     def _efficacy(self, enc: Encoder, clean: Tensor, prot: Tensor, target_latent: Tensor | None
                   ) -> tuple[EncoderEfficacy, Tensor, Tensor]:
-        z = enc(torch.cat([clean, prot]).to(self.device)).float()
+        z = encode_tiled(enc, torch.cat([clean, prot]).to(self.device), self.settings.tile_size).float()
         z0, z1 = z[:1], z[1:]
         if target_latent is not None:
             d0, d1 = _norm(z0 - target_latent), _norm(z1 - target_latent)
@@ -365,7 +395,7 @@ class StrengthEvaluator:
     def _views(self, pair: LoadedPair, enc: Encoder, z0: Tensor, z1: Tensor, anchor: int | None,
                style_refs: dict | None) -> tuple[dict | None, dict | None, Tensor]:
         """Decode both latents; classify and style-compare the views. Returns (concept, style, views)."""
-        views = enc.decode(torch.cat([z0, z1]), pair.size).float()
+        views = decode_tiled(enc, torch.cat([z0, z1]), pair.size, self.settings.tile_size).float()
         concept = None
         if self.classifier is not None:
             p = self.classifier.probs(views)
@@ -409,7 +439,8 @@ class StrengthEvaluator:
         anchor = None
         style_refs = None
         with torch.no_grad():
-            target_latents = [e(t).float() if t is not None else None for e in self.encoders]
+            tile = self.settings.tile_size
+            target_latents = [encode_tiled(e, t, tile).float() if t is not None else None for e in self.encoders]
             if self.classifier is not None:
                 batch = torch.cat([x, xp] + ([t] if t is not None else []))
                 top = self.classifier.probs(batch).argmax(dim=1).tolist()

@@ -25,6 +25,9 @@ from protect.taesd import TAESDDecoder, TAESDEncoder
 
 from tiny import smooth_image
 
+pytest.importorskip("matplotlib", reason="the eval extra is not installed: pip install -e '.[eval]'")
+pytest.importorskip("transformers", reason="the eval extra (transformers, for CLIP) is not installed")
+
 BUDGET = 0.08
 NAMES = ("a", "b", "c", "d")
 
@@ -258,3 +261,24 @@ def test_cli_reports_bad_input_in_one_line(models, tmp_path, caplog):
     assert main(["eval", "strength", "--original", str(tmp_path / "nope"), "--protected", str(tmp_path / "p"),
                  "--out", str(tmp_path / "r")]) == 2
 
+
+
+def test_large_images_go_through_the_models_in_cells(models, dataset):
+    from eval.strength import decode_tiled, encode_tiled
+    from protect.encoders import load_encoders
+    from protect.store import ModelStore
+
+    (enc,) = load_encoders([_specs(models)[0]], store=ModelStore(models))
+    x = load_image(dataset["orig"] / "a.png").rgb  # 48x64
+    whole = enc(x)
+    cells = encode_tiled(enc, x, tile=20)  # rounded down to 16 px cells (the encoder's 8x grid)
+    assert cells.shape == whole.shape
+    assert torch.equal(encode_tiled(enc, x, tile=64), whole)
+    assert decode_tiled(enc, cells, (48, 64), tile=16).shape == (1, 3, 48, 64)
+
+    settings = StrengthSettings(encoders=_specs(models)[:1], models_dir=str(models), device="cpu",
+                                classifier="none", style=False, jpeg_qualities=(75,), detectors=False,
+                                impress_settings=ImpressSettings(steps=1), tile_size=32)
+    rep = StrengthEvaluator.from_settings(settings).evaluate(find_pairs(dataset["orig"], dataset["prot"])[0][:1])
+    assert rep.aggregate["efficacy"]["none"][_specs(models)[0]]["gain"] > 0.1
+    assert "impress" in rep.aggregate["efficacy"]
