@@ -209,11 +209,19 @@ def atomic_write(dest: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; a saved file gets the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(dest.parent)
+
+
+def _new_file_mode() -> int:
+    """The permissions a plain ``open(..., "w")`` would give a new file (0666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:

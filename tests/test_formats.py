@@ -1,5 +1,6 @@
 """Reading every input format and writing every output format (no models: pixels and metadata only)."""
 
+import os
 from pathlib import Path
 
 import corpus
@@ -137,5 +138,8 @@ def test_atomic_write_replaces_and_cleans(tmp_path):
     atomic_write(dest, b"one")
     atomic_write(dest, b"two")
     assert dest.read_bytes() == b"two" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~mask
     (tmp_path / ".x.png.abc123.part").write_bytes(b"half")
     assert remove_stale_temporaries(dest) == 1 and [p.name for p in tmp_path.iterdir()] == ["x.png"]
