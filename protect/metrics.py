@@ -22,11 +22,12 @@ def linf(a: Tensor, b: Tensor) -> Tensor:
     return (a.float() - b.float()).abs().flatten(1).amax(dim=1)
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device) -> Tensor:
-    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+def _gaussian_blur(image: Tensor, size: int, sigma: float) -> Tensor:
+    """Separable Gaussian filter of a 1-channel batch, 'valid' region only (two 1-D passes)."""
+    coords = torch.arange(size, dtype=torch.float32, device=image.device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return F.conv2d(F.conv2d(image, g.view(1, 1, size, 1)), g.view(1, 1, 1, size))
 
 
 def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
@@ -37,15 +38,17 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """
     size = min(window, a.shape[-1], a.shape[-2])
     size -= 1 - size % 2  # odd
-    w = _gaussian_window(size, sigma, 1, a.device)
     c1, c2 = 0.01**2, 0.03**2
     per_channel = []
     for ch in range(a.shape[1]):
         x, y = a[:, ch : ch + 1].float(), b[:, ch : ch + 1].float()
-        mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
-        var_x = F.conv2d(x * x, w) - mu_x**2
-        var_y = F.conv2d(y * y, w) - mu_y**2
-        cov = F.conv2d(x * y, w) - mu_x * mu_y
+        def blur(v: Tensor) -> Tensor:
+            return _gaussian_blur(v, size, sigma)
+
+        mu_x, mu_y = blur(x), blur(y)
+        var_x = blur(x * x) - mu_x**2
+        var_y = blur(y * y) - mu_y**2
+        cov = blur(x * y) - mu_x * mu_y
         num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
         den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
         per_channel.append((num / den).flatten(1).mean(dim=1))
