@@ -37,6 +37,15 @@ def _condition_labels(report: StrengthReport) -> dict[str, str]:
     return labels
 
 
+def _tick(name: str) -> str:
+    """A short axis label for a condition: 'JPEG 75', 'blur1', 'IMPRESS'..."""
+    if name == NONE:
+        return "none"
+    if name.startswith("jpeg"):
+        return f"JPEG {name[4:]}"
+    return {"noisy_upscale": "noisy upscale", "impress": "IMPRESS"}.get(name, name)
+
+
 def _encoder_names(report: StrengthReport) -> list[str]:
     return [e["name"] for e in report.encoders]
 
@@ -169,7 +178,6 @@ def plots(report: StrengthReport) -> dict[str, str]:
     agg = report.aggregate["efficacy"]
     names = _encoder_names(report)
     show = _display(report)
-    labels = _condition_labels(report)
     conds = list(agg)
     width = 0.8 / max(1, len(names))
     x = np.arange(len(conds))
@@ -185,8 +193,7 @@ def plots(report: StrengthReport) -> dict[str, str]:
             if g is not None:
                 ax.axhline(g, ls="--", lw=1, color=f"C{i}", label=f"{show[n]}: LPIPS-matched noise")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, [labels.get(c, c).split(",")[0].replace("no countermeasure", "none") for c in conds],
-                  rotation=35, ha="right")
+    ax.set_xticks(x, [_tick(c) for c in conds], rotation=35, ha="right")
     ax.set_ylabel("gain (1 - distance ratio)")
     ax.set_title("Efficacy before and after each countermeasure (higher = stronger)")
     ax.legend(fontsize=7)
@@ -197,7 +204,7 @@ def plots(report: StrengthReport) -> dict[str, str]:
         vals = [(agg[c][n]["retention"] if agg[c][n]["retention"] is not None else np.nan) for c in conds[1:]]
         ax.bar(np.arange(len(conds) - 1) + i * width - 0.4 + width / 2, vals, width, label=show[n])
     ax.axhline(1, color="black", lw=0.8, ls=":")
-    ax.set_xticks(np.arange(len(conds) - 1), [labels.get(c, c).split(",")[0] for c in conds[1:]], rotation=35,
+    ax.set_xticks(np.arange(len(conds) - 1), [_tick(c) for c in conds[1:]], rotation=35,
                   ha="right")
     ax.set_ylabel("protection retained")
     ax.set_title("Share of the protection that survives each countermeasure (1 = all)")
@@ -206,15 +213,17 @@ def plots(report: StrengthReport) -> dict[str, str]:
 
     spaces = report.stealth.get("spaces", {})
     if spaces:
-        fig, axes = plt.subplots(1, len(spaces), figsize=(3.3 * len(spaces), 3.3), squeeze=False)
-        for ax, (space, per) in zip(axes[0], spaces.items(), strict=True):
+        fig, axes = plt.subplots(1, len(spaces), figsize=(3.4 * len(spaces), 3.6), squeeze=False,
+                                 constrained_layout=True)
+        for i, (ax, (space, per)) in enumerate(zip(axes[0], spaces.items(), strict=True)):
             for det, v in per.items():
                 roc = v["pooled_roc"]
-                ax.plot(roc["fpr"], roc["tpr"], label=f"{det} (AUC {v['roc_auc']:.2f})")
+                ax.plot(roc["fpr"], roc["tpr"], label=f"{det} (mean AUC {v['roc_auc']:.2f})")
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
             ax.set_title(_space_label(report, space), fontsize=9)
             ax.set_xlabel("false positive rate")
-            ax.set_ylabel("detection rate")
+            if i == 0:
+                ax.set_ylabel("detection rate")
             ax.legend(fontsize=6, loc="lower right")
         fig.suptitle("Poison detectors: ROC curves (pooled over trials; diagonal = chance)", fontsize=10)
         out["roc"] = _figure_png(fig)
@@ -369,7 +378,11 @@ def render_html(report: StrengthReport) -> str:
                  "spectral signatures (Tran et al. 2018), activation clustering (Chen et al. 2019), on encoder "
                  "latents and classifier features. <b>ROC-AUC</b> 0.5 = chance (stealthy), 1 = always detected; "
                  f"<b>TPR@{st['fpr']:.0%}FPR</b> = share of protected samples flagged when 5% of clean samples are "
-                 "flagged. With few images these numbers are coarse.</p>")
+                 "flagged. An AUC well <i>below</i> 0.5 means the detector finds the protected images more typical "
+                 "than the clean ones: a defender who knew that could flip the score, so distance from 0.5 in "
+                 "either direction is what makes images separable (report.json gives "
+                 "<code>auc_either_direction</code>). With few images these numbers are coarse: with 5 protected "
+                 "and 20 clean samples, chance alone moves an AUC by about 0.1.</p>")
         h.append(_table(detector_rows(report)))
         if "roc" in figs:
             h.append(f"<figure>{_img(figs['roc'], 'ROC curves')}</figure>")

@@ -673,8 +673,10 @@ class StrengthEvaluator:
                 fprs, tprs = roc_curve(torch.cat(pos_all), torch.cat(neg_all))
                 decision = {key: sum(e[key] for e in evals) for key in
                             ("true_positives", "false_positives", "false_negatives", "true_negatives")}
+                mean_auc = _mean(aucs)
                 out["spaces"][space][det.name] = {
-                    "roc_auc": _mean(aucs),
+                    "roc_auc": mean_auc,
+                    "auc_either_direction": max(mean_auc, 1 - mean_auc) if mean_auc is not None else None,
                     "detection_rate_at_fpr": _mean(rates),
                     "per_trial_auc": aucs,
                     "pooled_roc": {"fpr": fprs, "tpr": tprs},
