@@ -118,8 +118,9 @@ def _open(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     _check_file(path)
     saved = Image.MAX_IMAGE_PIXELS
     try:
-        # our own limit decides; Pillow's (89 MP warning, 179 MP error) would refuse below it
-        Image.MAX_IMAGE_PIXELS = max(max_pixels, saved or 0)
+        # our own limit decides, just below (Pillow's 89 MP warning / 179 MP error would refuse below it);
+        # Image.open reads the header only, so nothing is decoded before that check
+        Image.MAX_IMAGE_PIXELS = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
