@@ -135,13 +135,14 @@ def _unavailable(name: str, exc: Exception):
 
 def _protect(args: argparse.Namespace) -> int:
     from protect.batch import BatchOptions, parse_shard, run_batch
-    from protect.presets import budget_for, effort_for
+    from protect.presets import budget_for, effort_for, linf_for
 
     steps, seconds = effort_for(args.quality, args.steps, args.seconds)
     options = BatchOptions(
         inputs=list(args.inputs), out=args.out, target=args.target, mode=args.mode, objective=args.objective,
         encoders=args.encoders or ["taef2"], budget=budget_for(args.intensity, args.budget), steps=steps,
-        seconds=seconds, seed=args.seed, method=args.method, linf=args.linf, precision=args.precision,
+        seconds=seconds, seed=args.seed, method=args.method, precision=args.precision,
+        linf=linf_for(args.intensity, args.budget, args.linf),
         lpips_net=args.lpips_net, tile_size=args.tile_size, device=args.device, models_dir=args.models_dir,
         format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,

@@ -309,3 +309,12 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
     assert sorted(Path(i).name for i in inputs) == [f"m{i}.png" for i in range(4)]  # each exactly once
     assert "shard 1/2" in run.stderr and "shard 2/2" in run.stderr
     assert verify(out).ok
+
+
+def test_intensity_presets_carry_an_linf_cap():
+    from protect.presets import linf_for
+
+    assert linf_for(None, None, None) == pytest.approx(8 / 255)
+    assert linf_for("low", None, None) == pytest.approx(4 / 255)
+    assert linf_for("high", 0.05, None) is None  # an explicit budget replaces the preset
+    assert linf_for("medium", 0.05, 0.02) == 0.02
