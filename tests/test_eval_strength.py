@@ -3,8 +3,10 @@ decoded views, detectors, report files and the command line."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,10 +110,18 @@ def report(evaluator, dataset):
     return evaluator.evaluate(pairs, notes)
 
 
+def _light(evaluator: StrengthEvaluator) -> StrengthEvaluator:
+    """The same models without countermeasures and detectors (for checks of the plain measurement)."""
+    light = copy.copy(evaluator)
+    light.countermeasures = []
+    light.settings = replace(evaluator.settings, detectors=False)
+    return light
+
+
 @pytest.fixture(scope="module")
 def noise_report(evaluator, dataset):
     pairs, notes = find_pairs(dataset["orig"], dataset["noise"], dataset["target"])
-    return evaluator.evaluate(pairs, notes)
+    return _light(evaluator).evaluate(pairs, notes)
 
 
 def test_pairs_by_name_with_target_from_record(dataset, tmp_path):
@@ -216,12 +226,8 @@ def test_away_mode_without_target(evaluator, dataset, tmp_path):
     prot.mkdir()
     for name in NAMES[:2]:  # no JSON records: no target known
         (prot / f"{name}.png").write_bytes((dataset["prot"] / f"{name}.png").read_bytes())
-    evaluator.settings.detectors = False
-    try:
-        pairs, _ = find_pairs(dataset["orig"], prot)
-        rep = evaluator.evaluate(pairs)
-    finally:
-        evaluator.settings.detectors = True
+    pairs, _ = find_pairs(dataset["orig"], prot)
+    rep = _light(evaluator).evaluate(pairs)
     assert rep.aggregate["mode"] == ["away"]
     for entry in rep.aggregate["efficacy"]["none"].values():
         assert entry["gain"] > 0 and entry["ratio"] is None
