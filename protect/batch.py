@@ -55,6 +55,8 @@ from protect.modes import DEFAULT_MODE, TargetRequest, make_target, target_reque
 log = logging.getLogger("fixative")
 
 _GLOB_CHARS = set("*?[")
+#: smallest --tile-size: more than twice the engine's 64-px tile overlap
+MIN_TILE_SIZE = 160
 
 
 @dataclass
@@ -85,6 +87,9 @@ class BatchOptions:
     shard: tuple[int, int] | None = None  # (index from 1, count)
     quiet: bool = False
     target_options: dict = field(default_factory=dict)  # made targets (the targets issue)
+    # encoders the result is measured on but not crafted against (surrogate transfer); no effect on pixels
+    check_encoders: list[str] = field(default_factory=list)
+    tile_batch: int | None = None  # tiles per batched pass (None: automatic, see Protector.protect)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Outcome:
     mean_ratio: float | None = None
     seconds: float | None = None
     compressed: dict | None = None
+    checked: dict | None = None  # distance ratio on each check encoder (transfer from the crafting ones)
 
 
 @dataclass
@@ -401,7 +407,7 @@ class _Runner:
 
             self.protector = Protector.from_specs(
                 self.opts.encoders, lpips_net=self.opts.lpips_net, models_dir=self.opts.models_dir,
-                device=self.proc.device or self.opts.device,
+                device=self.proc.device or self.opts.device, check_encoders=self.opts.check_encoders,
             )
         return self.protector
 
@@ -435,14 +441,15 @@ class _Runner:
 
         def progress(info) -> None:
             bar.total = info.max_steps * info.tiles
-            bar.n = (info.tile - 1) * info.max_steps + info.step
+            bar.n = (info.tile - 1) * info.max_steps + info.step * info.group
             bar.set_postfix(lpips=f"{info.lpips:.3f}", refresh=False)
             bar.refresh()
 
         try:
             result = protector.protect(
                 loaded.rgb, target.tensor, objective=self.request.objective, budget=opts.budget, settings=settings,
-                alpha=loaded.alpha, levels=65535 if bits == 16 else 255, tile_size=opts.tile_size, callback=progress,
+                alpha=loaded.alpha, levels=65535 if bits == 16 else 255, tile_size=opts.tile_size,
+                tile_batch=opts.tile_batch, callback=progress,
             )
         finally:
             bar.close()
@@ -500,8 +507,10 @@ class _Runner:
         update_index(opts.out, record["output"]["name"],
                      index_entry(record, job.record.relative_to(opts.out).as_posix(), record_sha))
         m = result.metrics
+        checked = {n: m.ratio[n] for n in m.checked} if m.checked and m.ratio else None
         return Outcome(str(job.input), "done", str(job.output), str(job.record), lpips=m.lpips,
-                       mean_ratio=m.mean_ratio, seconds=round(time.perf_counter() - started, 2), compressed=compressed)
+                       mean_ratio=m.mean_ratio, seconds=round(time.perf_counter() - started, 2), compressed=compressed,
+                       checked=checked)
 
 
 def _describe(outcome: Outcome) -> str:
@@ -510,6 +519,8 @@ def _describe(outcome: Outcome) -> str:
         parts.append(f"LPIPS {outcome.lpips:.4f}")
     if outcome.mean_ratio is not None:
         parts.append(f"distance ratio {outcome.mean_ratio:.3f}")
+    if outcome.checked:
+        parts.append("on check encoders: " + ", ".join(f"{n} {r:.3f}" for n, r in outcome.checked.items()))
     if outcome.seconds is not None:
         parts.append(f"{outcome.seconds:.1f} s")
     text = ", ".join(parts)
@@ -531,6 +542,8 @@ def run_batch(opts: BatchOptions) -> BatchSummary:
         raise ConfigError(f"unknown --format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     if not 0 < opts.budget < 1:
         raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {opts.budget}")
+    if opts.tile_size < MIN_TILE_SIZE:
+        raise ConfigError(f"--tile-size must be at least {MIN_TILE_SIZE} pixels, got {opts.tile_size}")
     proc = _this_process(opts)
     request = target_request(opts.mode, opts.objective, opts.target, opts.target_options)
     if request.image is not None:

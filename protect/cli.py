@@ -40,6 +40,17 @@ def output_names(inputs: list[Path], out_dir: Path, suffix: str = ".png") -> dic
     return {job.input: job.output for job in jobs}
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1, with a clear message otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fixative", description="Protect artwork against generative-AI mimicry.")
     parser.add_argument("--version", action="version", version=f"fixative {__version__}")
@@ -88,6 +99,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default auto)")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
     p.add_argument("--tile-size", type=int, default=1024, help="images larger than this are tiled (pixels)")
+    p.add_argument("--tile-batch", type=positive_int, metavar="N",
+                   help="tiles optimised together per pass (default: as many as the free GPU memory holds on "
+                        "CUDA, 1 on the CPU)")
+    p.add_argument("--check-encoder", action="append", dest="check_encoders", metavar="SPEC", default=[],
+                   help="also measure the result on this encoder without crafting against it (e.g. craft on the "
+                        "tiny taef2, check on the full flux2 VAE: the transfer); repeatable")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on standard output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only problems")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -147,6 +164,7 @@ def _protect(args: argparse.Namespace) -> int:
         format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
         target_options=target_flags.batch_target_options(args),
+        check_encoders=args.check_encoders, tile_batch=args.tile_batch,
     )
     summary = run_batch(options)
     if not summary.report:  # a non-main process of an accelerate run: the main one reports

@@ -84,10 +84,27 @@ class ProtectionResult:
 
 @dataclass
 class TileProgress(StepInfo):
-    """A step of one tile: ``tile`` counts from 1 to ``tiles``."""
+    """A step of one tile, or of a batch of ``group`` tiles searched together (``tile`` is the batch's
+    first tile, counting from 1 to ``tiles``)."""
 
     tile: int = 1
     tiles: int = 1
+    group: int = 1
+
+    @property
+    def overall(self) -> float:
+        """Progress over the whole image, in [0,1] (tiles done, plus this step's share)."""
+        return min(1.0, ((self.tile - 1) + self.group * self.fraction) / self.tiles)
+
+
+def tile_batch_size(free_bytes: int, per_tile_bytes: int, tiles: int, use: float = 0.7) -> int:
+    """Tiles per batched pass: as many as ``use`` of the free memory holds, at least 1, at most ``tiles``.
+
+    ``per_tile_bytes`` is the peak memory of one tile's optimisation step (bytes), measured by a probe.
+    """
+    if per_tile_bytes <= 0:
+        return tiles
+    return max(1, min(tiles, int(free_bytes * use // per_tile_bytes)))
 
 
 class Protector:
@@ -159,6 +176,7 @@ class Protector:
         levels: int = 255,
         tile_size: int = 1024,
         tile_overlap: int = 64,
+        tile_batch: int | None = None,
         callback: Callable[[TileProgress], bool | None] | None = None,
     ) -> ProtectionResult:
         """Protect ``image`` (1x3xHxW or 3xHxW floats in [0,1]) within an LPIPS ``budget``.
@@ -170,12 +188,18 @@ class Protector:
         - ``levels``: the output's quantisation (255 for 8-bit files, 65535 for 16-bit).
         - ``tile_size``/``tile_overlap``: images larger than ``tile_size`` on a side are
           protected in overlapping tiles (pixels).
+        - ``tile_batch``: tiles searched together in one batched pass; None = automatic (as many as
+          the free GPU memory holds on CUDA, see :func:`tile_batch_size`; one at a time on the CPU,
+          where batching does not pay).
         - ``callback``: called after every step with a :class:`TileProgress`; return False to
           cancel (the best result so far is kept and still checked against the budget).
         """
         settings = settings or OptimizerSettings()
         if not 0 < budget < 1:
             raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {budget}")
+        if not 0 <= tile_overlap < tile_size // 2:
+            raise ConfigError(f"the tile size ({tile_size} px) must be more than twice the tile overlap "
+                              f"({tile_overlap} px)")
         if image.dim() == 3:
             image = image[None]
         if image.dim() != 4 or image.shape[:2] != (1, 3):
@@ -198,29 +222,32 @@ class Protector:
 
         deltas, steps, stopped = [], 0, []
         total_area = sum(t.height * t.width for t in tiles)
-        for index, tile in enumerate(tiles, start=1):
+        per_pass = self._tile_batch(tile_batch, tiles, source, target, objective, budget, settings)
+        for first in range(0, len(tiles), per_pass):
+            group = tiles[first : first + per_pass]
             tile_settings = settings
             if settings.seconds is not None and len(tiles) > 1:
-                share = settings.seconds * tile.height * tile.width / total_area
+                share = settings.seconds * sum(t.height * t.width for t in group) / total_area
                 tile_settings = replace(settings, seconds=share)
-            src = tile.crop(source)
-            tgt = tile.crop(target) if target is not None and objective == "target" else None
+            src = torch.cat([t.crop(source) for t in group])
+            tgt = torch.cat([t.crop(target) for t in group]) if target is not None and objective == "target" else None
             obj = self._objective(objective)
             obj.prepare(self.encoders, src, tgt)
             constraint = LpipsBudget(self.perceptual, src, budget)
 
-            def relay(info: StepInfo, index: int = index) -> bool | None:
+            def relay(info: StepInfo, first: int = first, size: int = len(group)) -> bool | None:
                 if callback is None:
                     return None
-                return callback(TileProgress(**vars(info), tile=index, tiles=len(tiles)))
+                return callback(TileProgress(**vars(info), tile=first + 1, tiles=len(tiles), group=size))
 
             outcome = search(src, self.encoders, obj, constraint, tile_settings, relay)
-            deltas.append(outcome.delta)
+            deltas.extend(outcome.delta.split(1))
             steps += outcome.steps
             stopped.append(outcome.stopped)
             if outcome.stopped == "cancelled":
-                deltas.extend(torch.zeros_like(t.crop(source)) for t in tiles[index:])
+                deltas.extend(torch.zeros_like(t.crop(source)) for t in tiles[first + len(group) :])
                 break
+        del src, tgt, constraint
 
         if len(tiles) == 1:
             delta = deltas[0]
@@ -250,11 +277,39 @@ class Protector:
                 "levels": levels,
                 "tile_size": tile_size,
                 "tile_overlap": tile_overlap,
+                "tile_batch": per_pass,
                 "device": str(self.device),
                 "lpips_net": self.perceptual.net,
                 **asdict(settings),
             },
         )
+
+    def _tile_batch(self, requested, tiles, source, target, objective, budget, settings) -> int:
+        """How many tiles to search per pass: ``requested``, else 1 on the CPU/MPS or for one tile,
+        else as many as the free CUDA memory holds (measured with one probe step on one tile)."""
+        if requested is not None:
+            if requested < 1:
+                raise ConfigError(f"tile_batch must be at least 1, got {requested}")
+            return min(requested, len(tiles))
+        if len(tiles) == 1 or self.device.type != "cuda":
+            return 1
+        probe = tiles[0]
+        src = probe.crop(source)
+        tgt = probe.crop(target) if target is not None and objective == "target" else None
+        torch.cuda.synchronize(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        obj = self._objective(objective)
+        obj.prepare(self.encoders, src, tgt)
+        search(src, self.encoders, obj, LpipsBudget(self.perceptual, src, budget), replace(settings, steps=1))
+        per_tile = torch.cuda.max_memory_allocated(self.device) - base
+        del obj
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        size = tile_batch_size(free, per_tile, len(tiles))
+        log.info("tile batch: %d tiles per pass (%.2f GiB per tile, %.1f GiB free)", size, per_tile / 2**30,
+                 free / 2**30)
+        return size
 
     @torch.no_grad()
     def _loss(self, objective: Objective, image: Tensor) -> float:

@@ -7,10 +7,13 @@ normalised by its own value at the start, so every latent space weighs the same 
 size or scale (no latent space dominates).
 
 - :class:`TowardsTarget` (style cloak, concept poison, immunize towards a fixed pattern):
-  ``mean_k w_k * ||E_k(x') - E_k(t)||^2 / ||E_k(x) - E_k(t)||^2``; 1 at the start, 0 when the
-  encoders see the target.
+  ``sum_k w_k * ||E_k(x') - E_k(t)||^2 / ||E_k(x) - E_k(t)||^2`` (weights summing to 1); 1 at the
+  start, 0 when the encoders see the target.
 - :class:`AwayFromSource` (immunize by pushing the latent away from the image's own):
-  ``-mean_k w_k * ||E_k(x') - E_k(x)||^2 / ||E_k(x)||^2``.
+  ``-sum_k w_k * ||E_k(x') - E_k(x)||^2 / ||E_k(x)||^2``.
+
+A batch of images (the tiles of a large image, batched on a GPU) is a batch of independent
+problems: :meth:`Objective.per_sample` gives one loss per image, and :meth:`Objective.loss` their sum.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ if TYPE_CHECKING:
 
 
 def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
-    """Sum of squared differences over all latent elements (float32)."""
-    return ((a.float() - b.float()) ** 2).sum()
+    """Sum of squared differences over each sample's latent elements (float32), shape [N]."""
+    return ((a.float() - b.float()) ** 2).flatten(1).sum(1)
 
 
 class Objective:
@@ -50,9 +53,17 @@ class Objective:
         """Cache whatever is constant across steps for this image (and target), in inference mode."""
         raise NotImplementedError
 
-    def loss(self, latents: Sequence[Tensor]) -> Tensor:
-        """Scalar to minimise, from the perturbed image's latent under each encoder."""
+    def per_sample(self, latents: Sequence[Tensor]) -> Tensor:
+        """The loss of each image of the batch (shape [N]), from its latent under each encoder.
+
+        A batch holds independent images (or tiles): each one's term depends only on its own latents,
+        so the gradient of :meth:`loss` for one image does not depend on the others.
+        """
         raise NotImplementedError
+
+    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+        """Scalar to minimise: the sum of :meth:`per_sample` over the batch."""
+        return self.per_sample(latents).sum()
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
         """The per-encoder distance that this objective moves (to the target, or from the source)."""
@@ -79,16 +90,16 @@ class TowardsTarget(Objective):
             src = [e(source).float() for e in self.encoders]
             self.start = [_sq_dist(s, t).clamp_min(1e-12) for s, t in zip(src, self.target_latents, strict=True)]
 
-    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+    def per_sample(self, latents: Sequence[Tensor]) -> Tensor:
         terms = [w * _sq_dist(z, t) / s for w, z, t, s in
                  zip(self._weights(), latents, self.target_latents, self.start, strict=True)]
-        return torch.stack(terms).sum()
+        return torch.stack(terms).sum(0)
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
-        return [float(_sq_dist(z, t).sqrt()) for z, t in zip(latents, self.target_latents, strict=True)]
+        return [float(_sq_dist(z, t).sum().sqrt()) for z, t in zip(latents, self.target_latents, strict=True)]
 
     def baselines(self) -> list[float]:
-        return [float(s.sqrt()) for s in self.start]
+        return [float(s.sum().sqrt()) for s in self.start]
 
 
 class AwayFromSource(Objective):
@@ -100,15 +111,15 @@ class AwayFromSource(Objective):
         self.encoders = list(encoders)
         with torch.no_grad():
             self.source_latents = [e(source).float() for e in self.encoders]
-            self.scale = [(z**2).sum().clamp_min(1e-12) for z in self.source_latents]
+            self.scale = [(z**2).flatten(1).sum(1).clamp_min(1e-12) for z in self.source_latents]
 
-    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+    def per_sample(self, latents: Sequence[Tensor]) -> Tensor:
         terms = [-w * _sq_dist(z, s) / n for w, z, s, n in
                  zip(self._weights(), latents, self.source_latents, self.scale, strict=True)]
-        return torch.stack(terms).sum()
+        return torch.stack(terms).sum(0)
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
-        return [float(_sq_dist(z, s).sqrt()) for z, s in zip(latents, self.source_latents, strict=True)]
+        return [float(_sq_dist(z, s).sum().sqrt()) for z, s in zip(latents, self.source_latents, strict=True)]
 
     def baselines(self) -> list[float]:
         return [0.0 for _ in self.source_latents]

@@ -173,17 +173,18 @@ class _Search:
         self.cap = LinfCap(settings.linf) if settings.linf else None
 
     def forward(self, delta: Tensor, with_lpips: bool) -> tuple[Tensor, Tensor | None]:
-        """Objective (and LPIPS) of x + delta; differentiable w.r.t. delta."""
+        """Per-image objective (and LPIPS) of x + delta, shapes [N]; differentiable w.r.t. delta."""
         image = (self.source + delta).clamp(0, 1).contiguous(memory_format=self.memory_format)
         with precision_context(self.amp, self.device):
             latents = [e(image) for e in self.encoders]
-            lp = self.budget.value(image).float().mean() if with_lpips else None
-        return self.objective.loss(latents).float(), lp
+            lp = self.budget.value(image).float() if with_lpips else None
+        return self.objective.per_sample(latents).float(), lp
 
-    def measure(self, delta: Tensor) -> float:
+    def measure(self, delta: Tensor) -> Tensor:
+        """LPIPS of each image of x + delta (shape [N], on the CPU), without gradients."""
         image = (self.source + delta).clamp(0, 1).contiguous(memory_format=self.memory_format)
         with torch.no_grad(), precision_context(self.amp, self.device):
-            return float(self.budget.value(image).float().max())
+            return self.budget.value(image).float().cpu()
 
     def project_box(self, delta: Tensor) -> None:
         """In place: keep x + d in [0,1] and |d| under the L-inf cap."""
@@ -191,21 +192,26 @@ class _Search:
             delta.clamp_(-self.cap.eps, self.cap.eps)
         delta.copy_((self.source + delta).clamp(0, 1) - self.source)
 
-    def shrink_to(self, delta: Tensor, limit: float, iters: int = 6) -> float:
-        """In place: scale delta so that LPIPS is just under ``limit``; returns that LPIPS."""
-        value = self.measure(delta)
-        if value <= limit:
-            return value
-        lo, hi, lo_val = 0.0, 1.0, 0.0
+    def shrink_to(self, delta: Tensor, limit: float, iters: int = 6) -> Tensor:
+        """In place: scale each image's delta so that its LPIPS is just under ``limit`` (those already
+        under it are left alone); returns the per-image scale factors (shape [N])."""
+        over = self.measure(delta) > limit
+        scale = torch.ones(delta.shape[0])
+        if not bool(over.any()):
+            return scale
+        lo, hi = torch.zeros(delta.shape[0]), torch.ones(delta.shape[0])
         for _ in range(iters):
             mid = (lo + hi) / 2
-            v = self.measure(delta * mid)
-            if v <= limit:
-                lo, lo_val = mid, v
-            else:
-                hi = mid
-        delta.mul_(lo)
-        return lo_val
+            ok = self.measure(delta * _per_image(mid, delta)) <= limit
+            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        scale = torch.where(over, lo, scale)
+        delta.mul_(_per_image(scale, delta))
+        return scale
+
+
+def _per_image(values: Tensor, like: Tensor) -> Tensor:
+    """[N] values shaped to multiply an NCHW tensor image by image."""
+    return values.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 def _cosine(progress: float, start: float, end: float) -> float:
@@ -220,15 +226,16 @@ def search(
     settings: OptimizerSettings,
     callback: StepCallback | None = None,
 ) -> SearchOutcome:
-    """Find a perturbation of ``source`` (1x3xHxW in [0,1]) for ``objective`` within ``budget``.
+    """Find a perturbation of ``source`` (Nx3xHxW in [0,1]) for ``objective`` within ``budget``.
 
-    ``objective`` must already be prepared for this source. The callback is called after
-    every step with a :class:`StepInfo`; returning ``False`` cancels the search (the best
-    result so far is returned).
+    ``objective`` and ``budget`` must already be prepared for this source. The N images (tiles of one
+    image, batched on a GPU) are independent problems solved in one pass: each has its own LPIPS
+    multiplier, projection and best iterate; only the step/time limits and early stop are shared.
+    The callback is called after every step with a :class:`StepInfo` (objective: the batch's mean;
+    LPIPS: its largest); returning ``False`` cancels the search (the best result so far is returned).
     """
     s = settings
     run = _Search(source, encoders, objective, budget, s, callback)
-    generator = torch.Generator(device="cpu").manual_seed(s.seed)
     start = time.perf_counter()
 
     if s.method == "pgd":
@@ -236,15 +243,21 @@ def search(
         step_size = s.lr or PGD_EPS / 10
         eps = min(PGD_EPS, s.linf) if s.linf else PGD_EPS
     else:
-        noise = (torch.rand(source.shape, generator=generator) * 2 - 1) / 255
+        # every image of a batch starts from the noise it would get alone (same seed, same start)
+        noise = torch.cat([
+            (torch.rand((1, *source.shape[1:]), generator=torch.Generator().manual_seed(s.seed)) * 2 - 1) / 255
+            for _ in range(source.shape[0])
+        ])
         delta = noise.to(source.device, source.dtype)
         lr0 = s.lr or (0.01 if s.method == "fixative" else 0.005)
     delta.requires_grad_(True)
     adam = torch.optim.Adam([delta], lr=lr0, betas=(0.9, 0.99)) if s.method != "pgd" else None
 
     inner = budget.budget * 0.97  # margin for autocast error; the engine's fp32 check is exact
-    mu = 0.0
-    best_obj, best_delta = math.inf, delta.detach().clone()
+    count = source.shape[0]
+    mu = torch.zeros(count)  # one LPIPS multiplier per image: the images of a batch are independent
+    best = torch.full((count,), math.inf)
+    best_delta = delta.detach().clone()
     since_best, stopped, history, step = 0, "steps", [], 0
     last_step_time = 0.0
     while step < s.steps:
@@ -258,24 +271,23 @@ def search(
             progress = max(progress, elapsed / s.seconds)
 
         obj, lp = run.forward(delta, with_lpips=s.method != "pgd")
-        obj_value = float(obj.detach())
-        lp_value = float(lp.detach()) if lp is not None else float("nan")
+        values = obj.detach().cpu()
+        lp_value = float(lp.detach().max()) if lp is not None else float("nan")
         if s.method == "fixative":
             # the iterate is feasible (projected at the end of the previous step): track the best
-            if obj_value < best_obj * (1 - 1e-3):
-                since_best = 0
-            else:
-                since_best += 1
-            if obj_value < best_obj:
-                best_obj, best_delta = obj_value, delta.detach().clone()
-            loss = obj + mu * lp / budget.budget
+            since_best = 0 if bool((values < best - 1e-3 * best.abs()).any()) else since_best + 1
+            better = values < best
+            if bool(better.any()):
+                best = torch.where(better, values, best)
+                best_delta[better.to(delta.device)] = delta.detach()[better.to(delta.device)]
+            loss = (obj + mu.to(obj.device) * lp / budget.budget).sum()
         elif s.method == "glaze":
-            best_obj = min(best_obj, obj_value)
-            loss = obj + GLAZE_ALPHA * torch.relu(lp - budget.budget)
+            best = torch.minimum(best, values)
+            loss = (obj + GLAZE_ALPHA * torch.relu(lp - budget.budget)).sum()
         else:
-            best_obj = min(best_obj, obj_value)
-            loss = obj
-        history.append(obj_value)
+            best = torch.minimum(best, values)
+            loss = obj.sum()
+        history.append(float(values.mean()))
 
         if delta.grad is not None:
             delta.grad = None
@@ -295,14 +307,15 @@ def search(
                 run.project_box(delta)
                 overshoot = run.measure(delta) > inner
                 # dual update of the LPIPS multiplier: up while steps leave the budget, down inside
-                mu = max(mu * MU_UP, MU_FLOOR) if overshoot else mu * MU_DOWN
-                if overshoot:
+                mu = torch.where(overshoot, torch.clamp(mu * MU_UP, min=MU_FLOOR), mu * MU_DOWN)
+                if bool(overshoot.any()):
                     run.shrink_to(delta, inner)
         step += 1
         last_step_time = time.perf_counter() - t0
 
         if callback is not None:
-            info = StepInfo(step, s.steps, time.perf_counter() - start, s.seconds, obj_value, lp_value, best_obj)
+            info = StepInfo(step, s.steps, time.perf_counter() - start, s.seconds, float(values.mean()), lp_value,
+                            float(best.mean()))
             if callback(info) is False:
                 stopped = "cancelled"
                 break
@@ -314,11 +327,13 @@ def search(
         # the final iterate has not been scored yet
         with torch.no_grad():
             obj, _ = run.forward(delta, with_lpips=False)
-        if float(obj) < best_obj:
-            best_obj, best_delta = float(obj), delta.detach().clone()
+        better = obj.cpu() < best
+        best = torch.where(better, obj.cpu(), best)
+        best_delta[better.to(delta.device)] = delta.detach()[better.to(delta.device)]
         result = best_delta
     else:
         result = delta.detach().clone()
+    best_obj = float(best.mean())
     seconds = time.perf_counter() - start
     log.debug("%s: %d steps in %.1f s (%s), best objective %.4f", s.method, step, seconds, stopped, best_obj)
     return SearchOutcome(result, step, seconds, stopped, best_obj, history)

@@ -81,3 +81,32 @@ def test_output_names_never_hit_inputs(tmp_path):
     assert len(set(names.values())) == 3
     assert not {p.resolve() for p in names.values()} & {a.resolve(), b.resolve(), c.resolve()}
     assert output_names([a, b, c], tmp_path) == names  # deterministic
+
+
+def test_check_encoder_and_tile_batch_flags(tmp_path, models, capsys, caplog):
+    """--check-encoder measures the result on a second encoder (transfer) without crafting against it."""
+    import torch
+
+    from protect.taesd import TAESDEncoder
+
+    torch.manual_seed(5)
+    other = tmp_path / "other_encoder.pth"
+    torch.save(TAESDEncoder(4, width=8).half().state_dict(), other)
+    art = _png(tmp_path / "art.png", 48, 300, 0)
+    target = _png(tmp_path / "target.png", 48, 300, 1)
+    out = tmp_path / "out"
+    code = _run(models, str(art), "--out", str(out), "--target", str(target), "--check-encoder", str(other),
+                "--tile-size", "160", "--tile-batch", "2", "--json")
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    record = json.loads(Path(summary["images"][0]["record"]).read_text())
+    metrics = record["metrics"]
+    assert metrics["checked"] == [str(other)] and len(metrics["encoders"]) == 1
+    assert set(metrics["ratio"]) == {metrics["encoders"][0], str(other)}
+    assert summary["images"][0]["checked"] == {str(other): metrics["ratio"][str(other)]}
+    assert record["settings"]["tile_batch"] == 2 and metrics["tiles"] >= 2
+    with pytest.raises(SystemExit):
+        main(["protect", str(art), "--out", str(out), "--tile-batch", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+    assert main(["protect", str(art), "--out", str(out), "--tile-size", "100"]) == 2
+    assert "--tile-size must be at least 160" in caplog.text

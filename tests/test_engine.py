@@ -186,3 +186,53 @@ def test_check_encoder_measured_not_crafted(perceptual):
     assert m.encoders == ["tiny0"] and m.checked == ["tiny3"]
     assert set(m.ratio) == {"tiny0", "tiny3"}
     assert m.mean_ratio == pytest.approx(m.ratio["tiny0"])
+
+
+def test_batched_tiles_match_one_at_a_time(protector, perceptual):
+    """Tiles searched together in one batch (as on a GPU) give the result of searching them one by one."""
+    h, w = 96, 176
+    x, t = smooth_image(h, w, 6), smooth_image(h, w, 7)
+    kw = dict(budget=0.05, settings=_fast(steps=10, patience=0), tile_size=64, tile_overlap=24)
+    seen = []
+    alone = protector.protect(x, t, tile_batch=1, **kw)
+    together = protector.protect(x, t, tile_batch=3, callback=seen.append, **kw)
+    assert alone.metrics.tiles == together.metrics.tiles > 3
+    assert together.settings["tile_batch"] == 3 and alone.settings["tile_batch"] == 1
+    # the same per-tile problems: equal up to float summation order in batched convolutions
+    assert float((alone.image - together.image).abs().max()) <= 2 / 255
+    assert together.metrics.mean_ratio == pytest.approx(alone.metrics.mean_ratio, abs=0.02)
+    assert float(perceptual.distance(together.image, x)) <= 0.05 + 1e-6
+    # progress covers every tile once, in batches of up to 3, and ends at 1
+    assert {(i.tile, i.group) for i in seen} == {(1, 3), (4, 3)} | ({(7, together.metrics.tiles - 6)}
+                                                                    if together.metrics.tiles > 6 else set())
+    assert seen[-1].overall == pytest.approx(1.0)
+
+
+def test_one_over_budget_tile_does_not_shrink_the_others(perceptual):
+    """Per-image projection in a batch: only the image that left the budget is scaled back."""
+    from protect.optimizer import _Search
+
+    x = torch.cat([smooth_image(32, 32, 0), smooth_image(32, 32, 1)])
+    budget = LpipsBudget(perceptual, x, 0.05)
+    run = _Search(x, [TinyEncoder(0)], TowardsTarget(), budget, _fast(), None)
+    delta = torch.zeros_like(x)
+    delta[0] = 0.3 * torch.randn(x[0].shape, generator=torch.Generator().manual_seed(0))
+    delta[1] = 0.002
+    before = delta.clone()
+    scale = run.shrink_to(delta, 0.04)
+    assert float(scale[0]) < 1 and float(scale[1]) == 1.0
+    assert torch.equal(delta[1], before[1])
+    assert float(run.measure(delta)[0]) <= 0.04
+
+
+def test_tile_batch_sized_to_free_memory():
+    from protect.engine import tile_batch_size
+
+    gib = 2**30
+    assert tile_batch_size(10 * gib, 1 * gib, 24) == 7  # 70 % of the free memory
+    assert tile_batch_size(10 * gib, 1 * gib, 3) == 3  # never more than the tiles
+    assert tile_batch_size(1 * gib, 4 * gib, 24) == 1  # at least one
+    with pytest.raises(ConfigError, match="tile_batch"):
+        Protector([TinyEncoder(0)], tiny_perceptual()).protect(
+            smooth_image(96, 96), smooth_image(96, 96, 1), settings=_fast(), tile_size=64, tile_overlap=16,
+            tile_batch=0)
