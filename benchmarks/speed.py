@@ -8,7 +8,12 @@ Prints, in one run:
    ours / naive;
 2. seconds per megapixel for taef2 at about 1 MP and on the full 5640x3172 artwork (17.9 MP,
    tiled), at a fixed number of steps per tile, with the peak resident memory (RSS) of the
-   process.
+   process, and how visible the tile seams are (the perturbation's column-to-column change at the
+   tile boundaries against its usual change; 1.0 = no seam);
+3. with ``--compile``, the step time of the taef2 search at 512x512 eager and under ``torch.compile``.
+
+Times are wall-clock seconds and, beside them, the process's CPU seconds (all threads): on a machine
+shared with other work the CPU seconds are the steadier figure.
 
     python benchmarks/speed.py --models-dir ../shared/models
 """
@@ -20,8 +25,10 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from protect.constraints import LpipsBudget
 from protect.encoders import DiffusersKLEncoder
@@ -31,6 +38,7 @@ from protect.objectives import TowardsTarget
 from protect.optimizer import OptimizerSettings, search
 from protect.perceptual import Perceptual
 from protect.store import ModelStore
+from protect.tiling import plan_tiles
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -52,20 +60,49 @@ def sd_vae_encoder() -> DiffusersKLEncoder:
     return DiffusersKLEncoder(vae, "sd-vae (random weights)", "random")
 
 
-def step_time(encoder, perceptual, x, t, precision: str, channels_last: bool, steps: int) -> float:
-    """Seconds per optimizer step (after one warm-up step)."""
+def step_time(encoder, perceptual, x, t, precision: str, channels_last: bool, steps: int,
+              warmup: int = 1) -> tuple[float, float]:
+    """Wall and CPU seconds per optimizer step (after ``warmup`` warm-up steps)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for m in (encoder, perceptual):
         m.to(memory_format=fmt)
     obj = TowardsTarget()
     obj.prepare([encoder], x, t)
     budget = LpipsBudget(perceptual, x, 0.07)
-    settings = OptimizerSettings(steps=1, precision=precision, channels_last=channels_last, patience=0)
-    search(x, [encoder], obj, budget, settings)  # warm-up: oneDNN primitive creation
+    settings = OptimizerSettings(steps=warmup, precision=precision, channels_last=channels_last, patience=0)
+    search(x, [encoder], obj, budget, settings)  # warm-up: oneDNN primitive creation, compilation
     settings = OptimizerSettings(steps=steps, precision=precision, channels_last=channels_last, patience=0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = search(x, [encoder], obj, budget, settings)
-    return (time.perf_counter() - t0) / out.steps
+    return (time.perf_counter() - t0) / out.steps, (time.process_time() - c0) / out.steps
+
+
+def seam_visibility(protected: torch.Tensor, original: torch.Tensor, tile: int, overlap: int, align: int,
+                    save: Path | None = None) -> float:
+    """Largest column-to-column change of the perturbation near a vertical tile boundary, over its
+    median change everywhere (1.0 = the boundaries look like anywhere else). With ``save``, writes a
+    512x512 crop across the first boundary: the perturbation amplified 10x around mid-grey, and the
+    protected pixels beside it."""
+    d = (protected - original)[0].float()
+    step = (d[:, :, 1:] - d[:, :, :-1]).abs().mean(dim=(0, 1))  # one value per column gap
+    h, w = d.shape[-2:]
+    tiles = plan_tiles(h, w, tile, overlap, align)
+    starts = sorted({t.left for t in tiles} - {0})
+    ends = sorted({t.right for t in tiles} - {w})
+    edges = [x for x in starts + ends if 0 < x < w - 1]
+    near = torch.stack([step[max(0, x - 2) : x + 2].max() for x in edges]).max() if edges else step.max()
+    ratio = float(near / step.median())
+    if save is not None and starts:
+        x0 = max(0, min(w - 512, starts[0] + overlap // 2 - 256))
+        y0 = max(0, h // 2 - 256)
+        crop = d[:, y0 : y0 + 512, x0 : x0 + 512]
+        amp = (crop * 10 + 0.5).clamp(0, 1)
+        pix = protected[0, :, y0 : y0 + 512, x0 : x0 + 512].clamp(0, 1)
+        both = torch.cat([amp, torch.ones(3, amp.shape[1], 8), pix], dim=2)
+        Image.fromarray((both.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(save)
+        print(f"   seam crop (x {x0}-{x0 + 512}, y {y0}-{y0 + 512}; tile edges at x = "
+              f"{[e for e in edges if x0 <= e < x0 + 512]}): {save}")
+    return ratio
 
 
 def main() -> None:
@@ -78,6 +115,8 @@ def main() -> None:
     ap.add_argument("--tile-steps", type=int, default=4, help="steps per tile for the large-image runs")
     ap.add_argument("--skip-vae", action="store_true", help="skip part 1 (run part 2 alone for a clean peak RSS)")
     ap.add_argument("--skip-large", action="store_true", help="skip part 2")
+    ap.add_argument("--compile", action="store_true", help="part 3: torch.compile against eager (slow to compile)")
+    ap.add_argument("--seam-crop", type=Path, help="save a crop across a tile boundary of the full artwork here")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"bf16 native on this CPU: {bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}")
@@ -94,13 +133,40 @@ def main() -> None:
         times = {}
         for label, precision, cl in setups:
             times[label] = step_time(enc, perceptual, x, t, precision, cl, args.vae_steps)
-            print(f"   {label:28} {times[label]:7.2f} s/step", flush=True)
+            print(f"   {label:28} {times[label][0]:7.2f} s/step  ({times[label][1]:6.2f} CPU s/step)", flush=True)
         naive, ours = times[setups[0][0]], times[setups[-1][0]]
-        print(f"   ratio ours / naive = {ours / naive:.3f}  (speed-up {naive / ours:.2f}x)")
+        print(f"   ratio ours / naive = {ours[0] / naive[0]:.3f}  (speed-up {naive[0] / ours[0]:.2f}x); "
+              f"in CPU seconds {ours[1] / naive[1]:.3f}")
         del enc
 
-    if args.skip_large:
-        return
+    if not args.skip_large:
+        large(args, perceptual)
+    if args.compile:
+        compiled(args, store, perceptual)
+
+
+def compiled(args, store: ModelStore, perceptual: Perceptual) -> None:
+    """Part 3: taef2 at 512x512, eager against torch.compile of the encoder and LPIPS backbone."""
+    from protect.encoders import load_encoder
+
+    print("\n3. torch.compile, taef2 encoder + LPIPS alex, 512x512, bf16 where native")
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.rand(1, 3, 512, 512, generator=g), torch.rand(1, 3, 512, 512, generator=g)
+    enc = load_encoder("taef2", store=store)
+    eager = step_time(enc, perceptual, x, t, "auto", True, 10)
+    print(f"   eager                        {eager[0]:7.3f} s/step  ({eager[1]:6.3f} CPU s/step)", flush=True)
+    t0 = time.perf_counter()
+    enc.compile()
+    perceptual.model.net.compile()
+    fast = step_time(enc, perceptual, x, t, "auto", True, 10, warmup=3)
+    print(f"   torch.compile                {fast[0]:7.3f} s/step  ({fast[1]:6.3f} CPU s/step); "
+          f"compile + warm-up {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"   ratio compiled / eager = {fast[0] / eager[0]:.3f}; in CPU seconds {fast[1] / eager[1]:.3f}")
+
+
+def large(args, perceptual: Perceptual) -> None:
+    """Part 2: seconds per megapixel at ~1 MP and 17.9 MP, peak RSS, seams."""
+    per_mp: list[tuple[float, float]] = []
     print(f"\n2. taef2, {args.tile_steps} steps per tile, tile 1024 px, overlap 64 px, budget 0.07")
     protector = Protector.from_specs(["taef2"], models_dir=str(args.models_dir), device="cpu")
     art = load_image(args.images / args.artwork).rgb
@@ -113,15 +179,21 @@ def main() -> None:
         target = load_image(args.images / args.target).rgb
         target = F.interpolate(target, size=(hh, ww), mode="bilinear", antialias=True).clamp(0, 1)
         settings = OptimizerSettings(steps=args.tile_steps, patience=0)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = protector.protect(image, target, budget=0.07, settings=settings)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         mp = hh * ww / 1e6
         m = result.metrics
         print(f"   {label:24} {ww}x{hh} = {mp:5.2f} MP, {m.tiles:2d} tiles: {seconds:7.1f} s, "
-              f"{seconds / mp:6.2f} s/MP, LPIPS {m.lpips:.4f}, ratio {m.mean_ratio:.3f}, "
-              f"peak RSS so far {peak_rss_gib():.2f} GiB", flush=True)
+              f"{seconds / mp:6.2f} s/MP ({cpu / mp:6.2f} CPU s/MP), LPIPS {m.lpips:.4f}, "
+              f"ratio {m.mean_ratio:.3f}, peak RSS so far {peak_rss_gib():.2f} GiB", flush=True)
+        per_mp.append((seconds / mp, cpu / mp))
+        if m.tiles > 1:
+            seams = seam_visibility(result.image, image, 1024, 64, protector.align, args.seam_crop)
+            print(f"   seam visibility (boundary change / median change): {seams:.2f}")
         del target, result
+    print(f"   s/MP at 17.9 MP / at 1 MP = {per_mp[1][0] / per_mp[0][0]:.2f} (wall), "
+          f"{per_mp[1][1] / per_mp[0][1]:.2f} (CPU)")
 
 
 if __name__ == "__main__":

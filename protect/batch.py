@@ -352,43 +352,11 @@ def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:
     return data
 
 
-def _latent_distance(encoder, a, b, cell: int, align: int) -> float:
-    import torch
-
-    from protect.tiling import plan_tiles
-
-    total = 0.0
-    with torch.no_grad():
-        for c in plan_tiles(a.shape[-2], a.shape[-1], cell, 0, align):
-            total += float(((encoder(c.crop(a)).float() - encoder(c.crop(b)).float()) ** 2).sum())
-    return total**0.5
-
-
-def remeasure(protector, source, saved, target, objective: str, metrics, tile_size: int) -> dict:
-    """LPIPS, PSNR and the distance ratio of a re-decoded (compressed) file against the original."""
-    import torch
-
-    from protect.metrics import psnr
-
-    dev = protector.device
-    source, saved = source.to(dev), saved.to(dev)
-    with torch.no_grad():
-        lp = float(protector.perceptual.distance(saved, source).max())
-        quality = float(psnr(saved, source))
-    after, ratio = {}, {}
-    for name, enc in zip(metrics.encoders, protector.encoders, strict=True):
-        ref = target.to(dev) if objective == "target" else source
-        after[name] = _latent_distance(enc, saved, ref, tile_size, protector.align)
-        if objective == "target":
-            before = metrics.distance_before[name]
-            ratio[name] = after[name] / before if before > 0 else 1.0
-    return {
-        "lpips": lp,
-        "psnr": quality,
-        "distance_after": after,
-        "ratio": ratio or None,
-        "mean_ratio": (sum(ratio.values()) / len(ratio)) if ratio else None,
-    }
+def remeasure(protector, source, saved, target, objective: str, tile_size: int) -> dict:
+    """LPIPS, PSNR, SSIM, L-inf and the distance ratio of a re-decoded (compressed) file against the original."""
+    m = protector.measure(source, saved, target, objective=objective, tile_size=tile_size)
+    keys = ("lpips", "psnr", "ssim", "linf", "distance_after", "ratio", "mean_ratio")
+    return {k: getattr(m, k) for k in keys}
 
 
 class _Runner:
@@ -458,8 +426,7 @@ class _Runner:
         compressed = None
         if opts.format == "jpeg":
             compressed = {"format": "jpeg", "quality": opts.jpeg_quality, **remeasure(
-                protector, loaded.rgb, decode_rgb(data), target.tensor, self.request.objective, result.metrics,
-                opts.tile_size)}
+                protector, loaded.rgb, decode_rgb(data), target.tensor, self.request.objective, opts.tile_size)}
         out_sha = sha256_bytes(data)
         record = {
             "fixative": __version__,

@@ -284,6 +284,33 @@ class Protector:
             },
         )
 
+    @torch.no_grad()
+    def measure(
+        self,
+        source: Tensor,
+        protected: Tensor,
+        target: Tensor | None = None,
+        *,
+        objective: str = "target",
+        tile_size: int = 1024,
+        tile_overlap: int = 64,
+    ) -> ProtectionMetrics:
+        """Measure an already protected image against its original, as :meth:`protect` measures its own
+        result: e.g. a saved file decoded again after lossy compression. Images are 1x3xHxW or 3xHxW
+        floats in [0,1]; large images are encoded in cells of ``tile_size`` (bounded memory). LPIPS
+        is float32; the search fields are 0 and ``stopped`` is "measured"."""
+        self._objective(objective)
+        source, protected = (im[None] if im.dim() == 3 else im for im in (source, protected))
+        source, protected = source.to(self.device, torch.float32), protected.to(self.device, torch.float32)
+        if target is not None:
+            target = (target[None] if target.dim() == 3 else target).to(self.device, torch.float32)
+        elif objective == "target":
+            raise ConfigError("objective 'target' needs a target image")
+        tiles = plan_tiles(source.shape[-2], source.shape[-1], tile_size, tile_overlap, self.align)
+        lp = float(self.perceptual.distance(protected, source).max())
+        return replace(self._measure(source, protected, target, objective, lp, tiles, 0, 0.0, 1.0, []),
+                       stopped="measured")
+
     def _tile_batch(self, requested, tiles, source, target, objective, budget, settings) -> int:
         """How many tiles to search per pass: ``requested``, else 1 on the CPU/MPS or for one tile,
         else as many as the free CUDA memory holds (measured with one probe step on one tile)."""

@@ -236,3 +236,16 @@ def test_tile_batch_sized_to_free_memory():
         Protector([TinyEncoder(0)], tiny_perceptual()).protect(
             smooth_image(96, 96), smooth_image(96, 96, 1), settings=_fast(), tile_size=64, tile_overlap=16,
             tile_batch=0)
+
+
+def test_measure_a_saved_image_like_the_engine(protector):
+    """Protector.measure of the engine's own output gives the engine's figures (the JPEG re-check uses it)."""
+    x, t = smooth_image(48, 64, 0), smooth_image(48, 64, 1)
+    result = protector.protect(x, t, budget=0.05, settings=_fast())
+    again = protector.measure(x, result.image, t)
+    assert again.stopped == "measured" and again.steps == 0
+    assert again.lpips == pytest.approx(result.metrics.lpips, abs=1e-5)
+    assert again.ratio == pytest.approx(result.metrics.ratio)
+    assert protector.measure(x, x, t).mean_ratio == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="needs a target"):
+        protector.measure(x, result.image)
