@@ -439,7 +439,8 @@ def train(settings: FinetuneSettings, examples: Sequence[Example], out: str | Pa
     if found is not None:
         step_k, folder = found
         if step_k > settings.max_steps:
-            raise ConfigError(f"{out}: its last checkpoint is at step {step_k}, beyond --max-steps {settings.max_steps}")
+            raise ConfigError(f"{out}: its last checkpoint is at step {step_k}, beyond --max-steps "
+                              f"{settings.max_steps}")
         accelerator.load_state(str(folder))
         start, resumed_from = step_k, step_k
         log.info("resuming from checkpoint %s: global step %d of %d", folder, step_k, settings.max_steps)
