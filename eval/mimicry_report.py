@@ -127,20 +127,22 @@ def plots(report: dict) -> dict[str, str]:
     return out
 
 
-def _thumb(path: str) -> str:
+def _thumb(path: str, width: int = 96) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}" style="width:128px;' \
-           'image-rendering:pixelated">'
+    return (f'<img alt="{html.escape(Path(path).name)}" title="{html.escape(Path(path).name)}" '
+            f'src="data:image/png;base64,{data}" style="width:{width}px;margin:1px;image-rendering:pixelated">')
 
 
-def _grid(prompts: list[str], samples: dict[str, list[list[str]]], column: int = 0) -> str:
-    """Rows = prompts, columns = models; each cell the image of the same seed (index ``column``)."""
+def _grid(prompts: list[str], samples: dict[str, list[list[str]]], seeds: list) -> str:
+    """Rows = prompts, columns = models; each cell the images of every seed, in seed order."""
     head = "<tr><th>prompt</th>" + "".join(f"<th>{html.escape(_label(m))}</th>" for m in samples) + "</tr>"
     rows = []
     for i, prompt in enumerate(prompts):
-        cells = "".join(f"<td>{_thumb(samples[m][i][column])}</td>" for m in samples)
+        cells = "".join("<td style='text-align:center'>" + "".join(_thumb(p) for p in samples[m][i]) + "</td>"
+                        for m in samples)
         rows.append(f"<tr><td>{html.escape(prompt)}</td>{cells}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return (f"<p class='note'>Seeds {', '.join(map(str, seeds))}, left to right in each cell.</p>"
+            f"<table>{head}{''.join(rows)}</table>")
 
 
 def render_html(report: dict) -> str:
@@ -160,8 +162,8 @@ def render_html(report: dict) -> str:
               "and references. A protection works when the model trained on protected images is <b>further</b> "
               "from the artist's style than the model trained on the clean images (the difference row).</p>",
               _table(style_rows(report)), _img(figs["style"], "style similarity"),
-              "<h3>Generations (rows: prompts; columns: models; seed " + str(seeds[0]) + ")</h3>",
-              _grid(st["prompts"], st["samples"])]
+              "<h3>Generations (rows: prompts; columns: models; same seeds in every cell)</h3>",
+              _grid(st["prompts"], st["samples"], seeds)]
     if "poison" in report:
         po = report["poison"]
         h += ["<h2>Concept poisoning</h2>",
@@ -169,7 +171,7 @@ def render_html(report: dict) -> str:
               f"{html.escape(po['classifier'])} labels it as one of: {html.escape(', '.join(po['anchor_labels']))}. "
               "N = 0 is the same training without poison.</p>",
               _table(poison_rows(report)), _img(figs["poison"], "poisoning sweep")]
-        rows = "".join(f"<tr><td>N = {html.escape(k.removeprefix('poison-'))}</td><td>"
+        rows = "".join(f"<tr><td>N = {html.escape(k.removeprefix('poison-'))}</td><td style='text-align:left'>"
                        + "".join(_thumb(p) for p in v[0][:8]) + "</td></tr>" for k, v in po["samples"].items())
         h += [f"<h3>Generations of <code>{html.escape(po['prompt'])}</code> (first 8 of each model)</h3>",
               f"<table><tr><th>model</th><th>images</th></tr>{rows}</table>"]
