@@ -399,7 +399,7 @@ def train(settings: FinetuneSettings, examples: Sequence[Example], out: str | Pa
                 p.data = p.data.float()
     else:
         unet.requires_grad_(True)
-        unet.to(device, torch.float32)
+        _place(unet, device, torch.float32)
     if settings.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()

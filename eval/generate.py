@@ -105,7 +105,8 @@ class Sampler:
 
             original = self.pipe.unet
             try:
-                unet = UNet2DConditionModel.from_pretrained(str(path), torch_dtype=original.dtype)
+                kwargs = {"torch_dtype": original.dtype} if original.dtype != torch.float32 else {}
+                unet = UNet2DConditionModel.from_pretrained(str(path), **kwargs)
             except Exception as exc:
                 raise FixativeError(f"{path}: cannot load the fine-tuned UNet ({exc})") from exc
             self.pipe.unet = unet.to(self.device)

@@ -97,8 +97,9 @@ def test_train_resumes_from_checkpoint_and_changes_lora(tmp_path, tiny_sd_dir):
     from eval.finetune import FinetuneSettings, last_checkpoint, train
     from protect.errors import ConfigError
 
-    examples = caption_images(list_images(_write_images(tmp_path / "data", [f"cat_{i}" for i in range(3)], 1)),
-                              "auto")
+    data = _write_images(tmp_path / "data", [f"cat_{i}" for i in range(3)], 1)
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    examples = caption_images(list_images(data), "auto")
     settings = FinetuneSettings(model=str(tiny_sd_dir), resolution=32, max_steps=6, checkpoint_every=2, lr=1e-3,
                                 device="cpu")
     run = tmp_path / "run"
@@ -112,6 +113,7 @@ def test_train_resumes_from_checkpoint_and_changes_lora(tmp_path, tiny_sd_dir):
     assert [r["step"] for r in second.losses] == [1, 2, 3, 4, 5, 6]  # 1-3 kept, 4-6 new: none repeated
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "done" and record["started_from_step"] == 3
+    assert record["images"] == 3 and "broken.png: skipped" in record["notes"][0]  # a bad file does not stop it
 
     straight = train(settings, examples, tmp_path / "straight")  # the same run without interruption
     resumed_w, straight_w = load_file(str(second.weights)), load_file(str(straight.weights))
@@ -130,7 +132,7 @@ def test_train_resumes_from_checkpoint_and_changes_lora(tmp_path, tiny_sd_dir):
         train(FinetuneSettings(**{**settings.__dict__, "lr": 5e-4}), examples, run)
 
 
-def test_generation_with_lora_loaded_and_unloaded(tmp_path, tiny_sd_dir):
+def test_generation_with_lora_and_full_finetunes(tmp_path, tiny_sd_dir):
     from eval.captions import caption_images, list_images
     from eval.finetune import FinetuneSettings, train
     from eval.generate import Sampler, SampleSettings
@@ -148,6 +150,16 @@ def test_generation_with_lora_loaded_and_unloaded(tmp_path, tiny_sd_dir):
     assert float((base - after).abs().max()) == 0  # and unloaded again
     alone = sampler.generate(["a cat"], [1], s)  # (prompt, seed) draws the same image in any batch
     assert float((alone[0, 0] - base[1, 1]).abs().max()) < 1e-5
+
+    full = FinetuneSettings(model=str(tiny_sd_dir), method="full", resolution=32, max_steps=2, checkpoint_every=1,
+                            lr=1e-3, device="cpu")
+    assert train(full, examples, tmp_path / "full", stop_after=1).steps == 1
+    resumed = train(full, examples, tmp_path / "full")
+    assert resumed.resumed_from == 1 and resumed.weights.name == "unet" and (resumed.weights / "config.json").is_file()
+    assert list(resumed.weights.glob("*.safetensors"))
+    tuned_full = sampler.generate(["dog"], [0], s, weights=resumed.weights)
+    assert float((tuned_full[0, 0] - base[0, 0]).abs().max()) > 1e-4
+    assert float((sampler.generate(["dog"], [0], s)[0, 0] - base[0, 0]).abs().max()) < 1e-5  # UNet swapped back
 
 
 # --- the experiment through the command line -----------------------------------------------------
