@@ -17,7 +17,8 @@ style than the clean-trained one.
 
 **Concept poisoning.** For each N of a sweep, a fine-tune on N poisoned images captioned with the
 concept (``"a photo of a {concept}"``) mixed with clean images of other concepts (``--other DIR``,
-their own captions). Each model draws the concept prompt with ``--poison-images`` images per seed;
+their own captions). Each model draws the concept prompt with ``--poison-images`` K images per seed
+s (generator seeds s*1000 + 0..K-1);
 an image counts as an attack success when the classifier (CLIP zero-shot over [concept, anchor, ...]
 when available, else the ImageNet classifier with the anchor's ImageNet classes) labels it as the
 anchor. The report gives the share per N with a 95% t-interval over seeds.
