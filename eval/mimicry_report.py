@@ -130,15 +130,19 @@ def plots(report: dict) -> dict[str, str]:
 def _thumb(path: str, width: int = 96) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return (f'<img alt="{html.escape(Path(path).name)}" title="{html.escape(Path(path).name)}" '
-            f'src="data:image/png;base64,{data}" style="width:{width}px;margin:1px;image-rendering:pixelated">')
+            f'src="data:image/png;base64,{data}" '
+            f'style="width:{width}px;max-width:none;margin:1px;image-rendering:pixelated">')
 
 
 def _grid(prompts: list[str], samples: dict[str, list[list[str]]], seeds: list) -> str:
     """Rows = prompts, columns = models; each cell the images of every seed, in seed order."""
-    head = "<tr><th>prompt</th>" + "".join(f"<th>{html.escape(_label(m))}</th>" for m in samples) + "</tr>"
+    width = max(32, min(96, 880 // max(1, len(samples) * len(seeds))))  # one row of images fits the page
+    head = "<tr><th>prompt</th>" + "".join(f"<th style='text-align:center'>{html.escape(_label(m))}</th>"
+                                           for m in samples) + "</tr>"
     rows = []
     for i, prompt in enumerate(prompts):
-        cells = "".join("<td style='text-align:center'>" + "".join(_thumb(p) for p in samples[m][i]) + "</td>"
+        cells = "".join("<td style='text-align:center;white-space:nowrap'>"
+                        + "".join(_thumb(p, width) for p in samples[m][i]) + "</td>"
                         for m in samples)
         rows.append(f"<tr><td>{html.escape(prompt)}</td>{cells}</tr>")
     return (f"<p class='note'>Seeds {', '.join(map(str, seeds))}, left to right in each cell.</p>"
