@@ -38,9 +38,10 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``eval`` (with its ``strength`` subcommand) to the ``fixative`` command line."""
+    """Add ``eval`` (subcommands ``strength``, ``finetune``, ``mimicry``) to the ``fixative`` command line."""
     p = subparsers.add_parser("eval", help="measure how strong a protection is",
-                              description="Measure protection strength (no training needed).")
+                              description="Measure protection strength: from the images alone (strength), or by "
+                                          "fine-tuning a model on them (finetune, mimicry).")
     sub = p.add_subparsers(dest="eval_command", required=True)
     s = sub.add_parser(
         "strength", help="imperceptibility, latent efficacy, robustness and stealth of protected images",
