@@ -4,6 +4,12 @@
 --out REPORT_DIR`` pairs the files by name, measures imperceptibility, latent efficacy (per
 encoder, before and after each countermeasure), concept and style of the decoded views, and
 the poison detectors, and writes ``REPORT_DIR/report.json``, ``report.html`` and ``headline.md``.
+
+``fixative eval finetune --model ID|DIR|FILE --train DIR --captions FILE|auto --out RUN_DIR`` fine-tunes
+the model's UNet (LoRA, or ``--method full``) with ``accelerate`` and resumes from RUN_DIR's last
+checkpoint when rerun. ``fixative eval mimicry --model ... --clean DIR --protected DIR [--poisoned DIR
+--concept W --anchor W --other DIR] --out DIR`` runs the style-mimicry and concept-poisoning experiments
+(:mod:`eval.mimicry`). Both run under ``accelerate launch -m protect.cli eval ...`` on several processes.
 Exit status: 0 done, 2 bad usage or setup (one line says why).
 """
 
@@ -17,6 +23,13 @@ from pathlib import Path
 log = logging.getLogger("fixative.eval")
 
 
+def _nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -25,9 +38,10 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``eval`` (with its ``strength`` subcommand) to the ``fixative`` command line."""
+    """Add ``eval`` (subcommands ``strength``, ``finetune``, ``mimicry``) to the ``fixative`` command line."""
     p = subparsers.add_parser("eval", help="measure how strong a protection is",
-                              description="Measure protection strength (no training needed).")
+                              description="Measure protection strength: from the images alone (strength), or by "
+                                          "fine-tuning a model on them (finetune, mimicry).")
     sub = p.add_subparsers(dest="eval_command", required=True)
     s = sub.add_parser(
         "strength", help="imperceptibility, latent efficacy, robustness and stealth of protected images",
@@ -79,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--models-dir", help="where model files are (see models/README.md)")
     s.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
     s.set_defaults(handler=strength_command)
+    _register_finetune(sub)
 
 
 def strength_command(args: argparse.Namespace) -> int:
@@ -121,6 +136,176 @@ def strength_command(args: argparse.Namespace) -> int:
         log.info("[%d/%d] %s", i + 1, n, name)
 
     report = evaluator.evaluate(pairs, notes, progress)
+    paths = write_report(report, args.out)
+    print(headline_text(report), file=sys.stdout)
+    log.info("report: %s (and %s)", paths["html"], paths["json"])
+    return 0
+
+
+# --- fine-tuning ------------------------------------------------------------------------------------
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    """The training options shared by ``finetune`` and ``mimicry`` (defaults: diffusers' LoRA recipe)."""
+    from eval.finetune import MIXED_PRECISIONS, FinetuneSettings
+
+    d = FinetuneSettings()
+    p.add_argument("--model", required=True, metavar="ID|DIR|FILE",
+                   help="Stable Diffusion 1.x/2.x: a hub id, a diffusers pipeline folder or a single checkpoint file")
+    p.add_argument("--method", choices=("lora", "full"), default=d.method,
+                   help="LoRA on the UNet attention (default) or full UNet fine-tuning")
+    p.add_argument("--rank", type=_positive_int, default=d.rank, help=f"LoRA rank, alpha = rank (default {d.rank})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    p.add_argument("--lr-scheduler", default=d.lr_scheduler,
+                   help="diffusers schedule: constant, constant_with_warmup, cosine, linear... (default constant)")
+    p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="warm-up steps (default 0)")
+    p.add_argument("--resolution", type=_positive_int, default=d.resolution,
+                   help=f"training size in px, shorter side resized then centre crop (default {d.resolution})")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="images per process per micro-step")
+    p.add_argument("--grad-accum", type=_positive_int, default=d.grad_accum,
+                   help="micro-steps accumulated into one optimizer step (default 1)")
+    p.add_argument("--max-steps", type=_positive_int, default=d.max_steps,
+                   help=f"optimizer steps (default {d.max_steps}); raise it and rerun to train further")
+    p.add_argument("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every,
+                   help=f"save a resumable state every N steps (default {d.checkpoint_every}; 0 = only at the end)")
+    p.add_argument("--keep-checkpoints", type=_positive_int, default=d.keep_checkpoints,
+                   help=f"newest checkpoints kept (default {d.keep_checkpoints})")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default=d.mixed_precision,
+                   help="auto: bf16 on GPUs that do it natively, else fp16; none on the CPU")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="less activation memory, ~30%% slower")
+    p.add_argument("--seed", type=int, default=d.seed, help="training seed: LoRA init, data order, noise (default 0)")
+    p.add_argument("--caption-template", default="{name}",
+                   help="with --captions auto and no NAME.txt: the caption made from {name} (file name words) and "
+                        "{folder} (default '{name}')")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (accelerate launch sets the GPU)")
+    p.add_argument("--models-dir", help="where model files are (see models/README.md)")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only problems (and the headline)")
+
+
+def _finetune_settings(args: argparse.Namespace):
+    from eval.finetune import FinetuneSettings
+
+    return FinetuneSettings(
+        model=args.model, method=args.method, rank=args.rank, lr=args.lr, lr_scheduler=args.lr_scheduler,
+        warmup_steps=args.warmup_steps, resolution=args.resolution, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing, seed=args.seed, device=args.device,
+        models_dir=args.models_dir,
+    )
+
+
+def _register_finetune(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "finetune", help="fine-tune a Stable Diffusion UNet (LoRA or full) on captioned images, resumably",
+        description="Fine-tune the UNet of a Stable Diffusion 1.x/2.x model on a folder of images with Hugging Face "
+                    "accelerate (mixed precision, gradient accumulation, checkpoints; several GPUs or machines with "
+                    "'accelerate launch -m protect.cli eval finetune ...'). Rerunning the same command resumes "
+                    "from the last checkpoint in RUN_DIR. Writes RUN_DIR/lora/pytorch_lora_weights.safetensors (or "
+                    "RUN_DIR/unet/), run.json and loss.jsonl.",
+    )
+    f.add_argument("--train", type=Path, required=True, metavar="DIR", help="folder of training images")
+    f.add_argument("--captions", default="auto", metavar="FILE|auto",
+                   help="a .csv/.jsonl (file_name,text) or .txt (NAME<TAB>caption) file, or 'auto': NAME.txt beside "
+                        "each image, else the caption template (default auto)")
+    f.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
+    _add_training_args(f)
+    f.set_defaults(handler=finetune_command)
+
+    m = sub.add_parser(
+        "mimicry", help="train on clean vs protected (and poisoned) images and measure what the models learn",
+        description="Style mimicry: fine-tune on the artist's clean images and on their protected copies (same "
+                    "captions, seeds, steps), then generate the same prompts with the same seeds from the base model "
+                    "and each fine-tune, and measure style similarity to held-out clean images. Concept poisoning "
+                    "(with --poisoned): fine-tune on N poisoned images captioned with the concept mixed with clean "
+                    "images of other concepts, for each N, and measure how often the concept prompt draws the "
+                    "anchor. Writes report.json, report.html and headline.md in --out.",
+    )
+    m.add_argument("--clean", type=Path, metavar="DIR", help="the artist's clean images")
+    m.add_argument("--protected", type=Path, metavar="DIR", help="their protected copies (same names, any extension)")
+    m.add_argument("--heldout", type=Path, metavar="DIR",
+                   help="clean images of the artist kept out of training, the style references (default: the last "
+                        "--holdout clean images by name)")
+    m.add_argument("--holdout", type=_positive_int, metavar="K",
+                   help="how many clean images to hold out when --heldout is not given (default a quarter, >= 1)")
+    m.add_argument("--captions", default="auto", metavar="FILE|auto",
+                   help="captions of the clean images (default auto)")
+    m.add_argument("--prompt", action="append", dest="prompts", metavar="TEXT",
+                   help="a generation prompt; repeat (default: the held-out images' captions)")
+    m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="generation seeds (default 0 1 2)")
+    m.add_argument("--sample-steps", type=_positive_int, default=30, help="denoising steps per image (default 30)")
+    m.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
+    m.add_argument("--sample-size", type=_positive_int, metavar="PX", help="generation size (default --resolution)")
+    m.add_argument("--style-model", default="auto",
+                   help="auto (CLIP when found locally, else VGG16 Gram), gram, clip, or a CLIP folder")
+    m.add_argument("--purify", action="append", default=[], metavar="NAME",
+                   help="also train on the protected images after this countermeasure: jpeg75, jpeg50, downup, "
+                        "noise, blur, noisy_upscale, impress; repeat")
+    m.add_argument("--purifier", metavar="SPEC", help="autoencoder for --purify impress (default taef2)")
+    m.add_argument("--impress-steps", type=_positive_int, default=30, help="IMPRESS steps (default 30)")
+    m.add_argument("--poisoned", type=Path, metavar="DIR", help="poisoned images of the concept")
+    m.add_argument("--concept", help="what the poisoned images show and are captioned as (e.g. dog)")
+    m.add_argument("--anchor", help="what the poison aims at (e.g. cat)")
+    m.add_argument("--other", type=Path, metavar="DIR", help="clean images of other concepts, mixed into every set")
+    m.add_argument("--other-captions", default="auto", metavar="FILE|auto", help="their captions (default auto)")
+    m.add_argument("--poison-counts", type=_nonneg_int, nargs="+", metavar="N",
+                   help="the sweep of poisoned images N (default: 0, half, all)")
+    m.add_argument("--poison-images", type=_positive_int, default=4, help="concept images drawn per seed (default 4)")
+    m.add_argument("--concept-template", default="a photo of a {}",
+                   help="caption of the poisoned images and the test prompt (default 'a photo of a {}')")
+    m.add_argument("--classifier", default="auto",
+                   help="auto (CLIP zero-shot if found locally, else EfficientNet-Lite0), efficientnet_lite0, or a "
+                        "CLIP folder")
+    m.add_argument("--anchor-class", action="append", dest="anchor_classes", metavar="NAME",
+                   help="a classifier class that counts as the anchor; repeat (default: classes containing the word)")
+    m.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for runs, samples and the report")
+    _add_training_args(m)
+    m.set_defaults(handler=mimicry_command)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    if not verbose:
+        for name in ("accelerate", "diffusers", "transformers", "peft"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    """Run ``fixative eval finetune``."""
+    from eval.captions import caption_images, list_images
+    from eval.finetune import train
+
+    _quiet_libraries(args.verbose)
+    settings = _finetune_settings(args)
+    settings.check()
+    examples = caption_images(list_images(args.train), args.captions, args.caption_template)
+    result = train(settings, examples, args.out)
+    if result.record.get("status") == "done" or result.skipped:
+        resumed = f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
+        log.info("done: %d steps%s; weights in %s", result.steps, resumed, result.weights)
+    return 0
+
+
+def mimicry_command(args: argparse.Namespace) -> int:
+    """Run ``fixative eval mimicry``."""
+    from eval.generate import SampleSettings
+    from eval.mimicry import ExperimentSettings, run_experiment
+    from eval.mimicry_report import headline_text, write_report
+
+    _quiet_libraries(args.verbose)
+    settings = ExperimentSettings(
+        finetune=_finetune_settings(args), out=args.out, clean=args.clean, protected=args.protected,
+        heldout=args.heldout, holdout=args.holdout, captions=args.captions, caption_template=args.caption_template,
+        prompts=args.prompts, seeds=args.seeds,
+        sample=SampleSettings(steps=args.sample_steps, guidance=args.guidance, size=args.sample_size),
+        style_model=args.style_model, purify=args.purify, purifier=args.purifier, impress_steps=args.impress_steps,
+        poisoned=args.poisoned, concept=args.concept, anchor=args.anchor, other=args.other,
+        other_captions=args.other_captions, poison_counts=args.poison_counts, poison_images=args.poison_images,
+        concept_template=args.concept_template, classifier=args.classifier, anchor_classes=args.anchor_classes,
+    )
+    report = run_experiment(settings)
+    if report is None:  # a non-main process of an accelerate launch: the main one reports
+        return 0
     paths = write_report(report, args.out)
     print(headline_text(report), file=sys.stdout)
     log.info("report: %s (and %s)", paths["html"], paths["json"])

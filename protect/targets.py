@@ -296,32 +296,32 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~", "\\")) or spec.lower().endswith(_SINGLE_FILE_SUFFIXES)
 
 
-def _source_for_path(spec: str, path: Path) -> PipelineSource:
+def _source_for_path(spec: str, path: Path, option: str = "--target-model") -> PipelineSource:
     path = path.resolve()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ConfigError(
-                f"--target-model {spec}: {path} is not a diffusers pipeline folder (no model_index.json); "
+                f"{option} {spec}: {path} is not a diffusers pipeline folder (no model_index.json); "
                 "save one with pipeline.save_pretrained(DIR), or give a hub id or a single checkpoint file"
             )
         return PipelineSource(spec, "folder", str(path))
     if path.suffix.lower() not in _SINGLE_FILE_SUFFIXES:
         kinds = ", ".join(_SINGLE_FILE_SUFFIXES)
-        raise ConfigError(f"--target-model {spec}: {path} is not a checkpoint file ({kinds})")
+        raise ConfigError(f"{option} {spec}: {path} is not a checkpoint file ({kinds})")
     return PipelineSource(spec, "file", str(path))
 
 
-def resolve_pipeline(spec: str, store: ModelStore | None = None) -> PipelineSource:
+def resolve_pipeline(spec: str, store: ModelStore | None = None, option: str = "--target-model") -> PipelineSource:
     """Where ``spec``'s pipeline is, without loading it.
 
     Order: a short name (``sd15``, ``sd21``, ``sdxl``: a pipeline folder of that name in the model
     store, else its hub repo); an existing folder or file; a folder or file in the model store;
-    a hub id (``org/name``).
+    a hub id (``org/name``). ``option``: the command-line flag that error messages name.
     """
     store = store or ModelStore()
     spec = spec.strip()
     if not spec:
-        raise ConfigError("--target-model was given an empty value")
+        raise ConfigError(f"{option} was given an empty value")
     short = PIPELINE_SHORT_NAMES.get(spec.lower())
     if short is not None:
         local = store.find(spec.lower())
@@ -330,10 +330,10 @@ def resolve_pipeline(spec: str, store: ModelStore | None = None) -> PipelineSour
         return PipelineSource(spec, "hub", short)
     path = Path(spec).expanduser()
     if path.exists():
-        return _source_for_path(spec, path)
+        return _source_for_path(spec, path, option)
     found = store.find(spec)
     if found is not None:
-        return _source_for_path(spec, found)
+        return _source_for_path(spec, found, option)
     if _HUB_ID.match(spec) and not _looks_like_path(spec):
         return PipelineSource(spec, "hub", spec)
     raise store.not_found(
@@ -433,7 +433,7 @@ def _loading_bars(show: bool) -> Iterator[None]:
                 m.enable_progress_bar()
 
 
-def _model_index(source: PipelineSource, store: ModelStore) -> dict:
+def _model_index(source: PipelineSource, store: ModelStore, option: str = "--target-model") -> dict:
     if source.kind == "folder":
         return json.loads((Path(source.location) / "model_index.json").read_text(encoding="utf-8"))
     from diffusers import DiffusionPipeline
@@ -451,20 +451,20 @@ def _model_index(source: PipelineSource, store: ModelStore) -> dict:
             looked_for=(f"{source.spec.lower()}/model_index.json",) if short else (),
             hub_repo=source.location,
             how=(f"`hf download {source.location}` where there is network (then copy the Hugging Face cache), or "
-                 "save the pipeline with save_pretrained(DIR) and pass --target-model DIR"),
+                 f"save the pipeline with save_pretrained(DIR) and pass {option} DIR"),
             detail=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
         ) from exc
 
 
 def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], *, dtype: torch.dtype,
-                  store: ModelStore | None = None, progress: bool = True) -> Any:
+                  store: ModelStore | None = None, progress: bool = True, option: str = "--target-model") -> Any:
     """Load ``source`` as a diffusers pipeline for ``task`` (on the CPU, in ``dtype``).
 
     Folders and hub ids go through diffusers' ``AutoPipelineForText2Image`` /
     ``AutoPipelineForImage2Image`` (any model family diffusers maps: SD 1.x/2.x, SDXL, SD3,
     FLUX.1, Kandinsky, PixArt, ...); single files through the family's ``from_single_file``.
     The safety checker is not loaded: a target is never shown or published, and a false
-    positive would silently make it black.
+    positive would silently make it black. ``option``: the flag named in error messages.
     """
     store = store or ModelStore()
     if importlib.util.find_spec("transformers") is None:
@@ -486,7 +486,7 @@ def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], 
                 "from the Hugging Face cache or hub; or pass a diffusers pipeline folder"
             ) from exc
 
-    index = _model_index(source, store)
+    index = _model_index(source, store, option)
     kwargs: dict[str, Any] = _dtype_kwarg(dtype)
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
@@ -502,7 +502,7 @@ def load_pipeline(source: PipelineSource, task: Literal["text2img", "img2img"], 
         if "AutoPipeline can't find" in str(exc) or "can't find a pipeline" in str(exc).lower():
             need = "an image-to-image (needed for style targets)" if task == "img2img" else "a text-to-image"
             raise FixativeError(
-                f"--target-model {source.spec}: {index.get('_class_name', 'this model')} has no {need} pipeline "
+                f"{option} {source.spec}: {index.get('_class_name', 'this model')} has no {need} pipeline "
                 "in diffusers; use SD 1.x/2.x, SDXL, SD3 or FLUX.1"
             ) from exc
         raise FixativeError(f"cannot load the pipeline {source.spec}: {exc}") from exc
