@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     s.add_argument("--models-dir", help="where model files are (see models/README.md)")
     s.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
-    s.set_defaults(handler=strength_command)
+    s.set_defaults(handler=strength_command, interrupted="the report is written at the end; rerun the command")
     _register_finetune(sub)
 
 
@@ -211,7 +211,8 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
                         "each image, else the caption template (default auto)")
     f.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
     _add_training_args(f)
-    f.set_defaults(handler=finetune_command)
+    f.set_defaults(handler=finetune_command,
+                   interrupted="training resumes from the last checkpoint when the same command is run again")
 
     m = sub.add_parser(
         "mimicry", help="train on clean vs protected (and poisoned) images and measure what the models learn",
@@ -261,7 +262,8 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
                    help="a classifier class that counts as the anchor; repeat (default: classes containing the word)")
     m.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for runs, samples and the report")
     _add_training_args(m)
-    m.set_defaults(handler=mimicry_command)
+    m.set_defaults(handler=mimicry_command,
+                   interrupted="finished training runs and checkpoints are kept; rerun the same command to go on")
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", exc)
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted: finished images are saved; rerun to do the rest")
+        # a subcommand may say what an interruption keeps (``interrupted`` on its parser defaults)
+        log.error("interrupted: %s", getattr(args, "interrupted", "finished images are saved; rerun to do the rest"))
         return 130
 
 
