@@ -134,7 +134,7 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                     "to protect them, and download the protected PNGs. Everything runs on this computer.")
         models_status = gr.Markdown(bench.models_status, elem_id="fx-models-status")
         with gr.Row():
-            with gr.Column(scale=2, min_width=360):
+            with gr.Column(scale=1, min_width=380):
                 files = gr.File(label="Your images: drop one or many", file_count="multiple",
                                 file_types=sorted(IMAGE_SUFFIXES), elem_id="fx-files")
                 upload_note = gr.Markdown(elem_id="fx-upload-note")
@@ -169,9 +169,9 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                         device = gr.Dropdown(list(DEVICE_CHOICES), value=config.device, label="Device")
                         precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
                     with gr.Row():
-                        steps = gr.Number(None, label="Steps (empty = the quality's)", precision=0, minimum=1,
+                        steps = gr.Number(None, label="Steps (0 = the quality's)", precision=0, minimum=0,
                                           elem_id="fx-steps")
-                        seconds = gr.Number(None, label="Time limit per image, s (empty = the quality's)",
+                        seconds = gr.Number(None, label="Time limit per image, s (0 = the quality's)",
                                             minimum=0)
                     gr.Markdown("With a step limit and no time limit, the same seed gives the same file again "
                                 "(on the CPU); a time limit makes each run a little different.")
@@ -183,11 +183,12 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                     cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="fx-cancel")
                     speed_btn = gr.Button("Measure speed", elem_id="fx-speed")
                 progress = gr.HTML(progress_html(JobProgress()), elem_id="fx-progress")
-            with gr.Column(scale=3, min_width=420):
+            with gr.Column(scale=1, min_width=420):
                 message = gr.Markdown(elem_id="fx-message")
                 picker = gr.Dropdown([], label="Image", visible=False, elem_id="fx-picker")
+                # a fixed height: without one the slider collapses and its (lazy) images never load
                 comparison = gr.ImageSlider(label="Before / after (drag the handle)", type="filepath", format="png",
-                                            elem_id="fx-comparison")
+                                            height=480, max_height=720, elem_id="fx-comparison")
                 metrics = gr.Markdown(elem_id="fx-metrics")
                 with gr.Row():
                     difference = gr.Image(label="Where it changed (amplified)", type="filepath", format="png",
@@ -227,7 +228,7 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                           seed, device, precision, steps, seconds, target_model, clip_model]
         job_outputs = [progress, models_status, message, results, picker, comparison, difference,
                        difference_caption, model, model_note, metrics, downloads, zip_file, command, run_btn,
-                       cancel_btn]
+                       cancel_btn, quality_md]
 
         def start():
             return bench.new_token(), gr.update(interactive=False), gr.update(interactive=True)
@@ -247,7 +248,7 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
             skip = gr.skip()
             try:
                 while thread.is_alive():
-                    yield (progress_html(state), bench.models_status, *([skip] * 14))
+                    yield (progress_html(state), bench.models_status, *([skip] * 15))
                     thread.join(0.3)
             finally:
                 if thread.is_alive():  # the page went away: stop the job at its next step
@@ -262,7 +263,9 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                    *views[:1], views[1], views[2], views[3], views[4], views[5],
                    [str(p) for p in result.outputs] or None, str(result.zip) if result.zip else None,
                    f"Same as the command line:\n```\n{result.command}\n```" if result.command else "",
-                   gr.update(interactive=True), gr.update(interactive=False))
+                   gr.update(interactive=True), gr.update(interactive=False),
+                   presets_md(settings.intensity, settings.quality, ", ".join(settings.encoders), settings.device,
+                              settings.steps, f)[1])
 
         run_btn.click(start, None, [token, run_btn, cancel_btn], queue=False, api_visibility="private").then(
             protect, [files, *setting_inputs, token], job_outputs, concurrency_limit=1,

@@ -40,6 +40,8 @@ log = logging.getLogger("fixative.gui")
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
 #: where an immunization's target comes from (besides the user's own image)
 IMMUNIZE_TARGETS = ("away", "texture", "gray")
+#: images smaller than this (pixels) are not used to estimate speed: fixed costs dominate their time
+MIN_SPEED_PIXELS = 250_000
 #: the first encoders offered (any spec the command line takes works)
 DEFAULT_ENCODERS = ("taef2",)
 
@@ -389,14 +391,16 @@ class Workbench:
 
     def maker_for(self, args):
         """The :class:`~protect.targets.TargetMaker` for a parsed command line with a made target (kept)."""
-        from protect.targets import GenerationSettings, TargetMaker
+        from protect import target_flags
+        from protect.targets import TargetMaker
 
         key = (args.target_model, args.device, args.precision, str(args.models_dir), str(args.target_cache),
                args.clip_model)
         if self._maker is None or self._maker_key != key:
             self._maker = TargetMaker(args.target_model, device=args.device, precision=args.precision,
                                       models_dir=args.models_dir, cache_dir=args.target_cache,
-                                      clip_model=args.clip_model, settings=GenerationSettings(), progress=False)
+                                      clip_model=args.clip_model, settings=target_flags.GenerationSettings(),
+                                      progress=False)
             self._maker_key = key
         return self._maker
 
@@ -526,8 +530,9 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
                     result.images.append(image)
                     m = image.record.get("metrics", {})
                     h, w = image.record.get("input", {}).get("size", [0, 0])
-                    bench.speed.add(opts.encoders, device, int(m.get("steps", 0)), float(m.get("seconds", 0)),
-                                    h * w / 1e6, "from your last job")
+                    if h * w >= MIN_SPEED_PIXELS and outcome.status == "done":
+                        bench.speed.add(opts.encoders, device, int(m.get("steps", 0)), float(m.get("seconds", 0)),
+                                        h * w / 1e6, "from the images you protected")
                 elif outcome.status == "cancelled":
                     result.cancelled += 1
                 else:

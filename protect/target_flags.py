@@ -111,7 +111,7 @@ def batch_target_options(args: argparse.Namespace, maker: TargetMaker | None = N
         return {}
     from protect.modes import Target, register_target_maker
 
-    settings = GenerationSettings()  # fixed seeds: --seed varies the search, not the target
+    settings = maker.settings if maker else GenerationSettings()  # fixed seeds: --seed varies the search only
     maker = maker or TargetMaker(
         args.target_model, device=args.device, precision=args.precision, models_dir=args.models_dir,
         cache_dir=args.target_cache, clip_model=args.clip_model, settings=settings, progress=not args.quiet,
