@@ -28,6 +28,7 @@ from gui.handlers import (
     JobResult,
     JobSettings,
     Workbench,
+    average_megapixels,
     check_uploads,
     measure_speed,
     parse_encoders,
@@ -66,7 +67,7 @@ class AppConfig:
 
 
 def _import_gradio():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
     try:
         import gradio as gr
     except ImportError as exc:
@@ -120,11 +121,10 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
     from protect.targets import STYLE_NAMES
 
     def presets_md(intensity, quality, encoders_text, device, steps, files):
-        check = check_uploads(files, max_bytes=bench.max_bytes, max_pixels=bench.max_pixels) if files else None
         encoders = parse_encoders(encoders_text)
         return (intensity_table(intensity),
-                quality_table(bench.speed, encoders, bench.device_name(device), check.megapixels if check else None,
-                              quality, int(steps) if steps else None))
+                quality_table(bench.speed, encoders, bench.device_name(device), average_megapixels(files), quality,
+                              int(steps) if steps else None))
 
     with gr.Blocks(title="Fixative", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         demo.fixative_bench = bench

@@ -81,6 +81,20 @@ def _display_name(path: Path) -> str:
     return path.name
 
 
+def average_megapixels(paths: list[str | Path] | None) -> float | None:
+    """The images' average size in megapixels from their headers alone (no decoding; unreadable ones left out)."""
+    from PIL import Image
+
+    sizes = []
+    for path in paths or []:
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size[0] * im.size[1])
+        except Exception:  # a bad file is reported by check_uploads, not here
+            continue
+    return sum(sizes) / len(sizes) / 1e6 if sizes else None
+
+
 def check_uploads(paths: list[str | Path] | None, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
                   max_pixels: int = MAX_PIXELS) -> UploadCheck:
     """Check uploaded files: present, not empty, at most ``max_bytes``, and a readable still image.
@@ -354,8 +368,11 @@ class Workbench:
         return True
 
     def cancel_event(self, token: str | None) -> threading.Event:
+        """The cancel flag of the job with ``token`` (a fresh, unregistered one without a token)."""
+        if not token:
+            return threading.Event()
         with self._cancel_guard:
-            return self._cancels.setdefault(token or uuid.uuid4().hex, threading.Event())
+            return self._cancels.setdefault(token, threading.Event())
 
     def forget(self, token: str | None) -> None:
         with self._cancel_guard:

@@ -134,6 +134,9 @@ def test_browser_upload_protect_screenshot_download(served, tmp_path):
             "--disable-sync", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:")
+                    else outside.append(r.url))
             page.goto(url)
             page.locator("#fx-files input[type=file]").set_input_files(str(art))
             expect(page.locator("#fx-upload-note")).to_contain_text("1 image ready", timeout=30_000)
@@ -154,8 +157,16 @@ def test_browser_upload_protect_screenshot_download(served, tmp_path):
             with page.expect_download() as download:
                 page.locator("#fx-downloads a").first.click()
             got = Path(download.value.path()).read_bytes()
+            # a long job, cancelled from the page: it stops at the next step and says so
+            page.locator("#fx-steps input").fill("1000000")
+            page.locator("#fx-steps input").press("Tab")
+            page.locator("#fx-run").click()
+            expect(page.locator("#fx-progress")).to_contain_text("of 1000000", timeout=30_000)
+            page.locator("#fx-cancel").click()
+            expect(page.locator("#fx-message")).to_contain_text("Cancelled: 1 image not done", timeout=30_000)
         finally:
             browser.close()
+    assert not outside, f"the page fetched from elsewhere than the app: {outside[:5]}"  # offline, no trackers
     outputs = sorted(bench.root.glob("jobs/*/out/artwork.png"))
     assert outputs and got == outputs[-1].read_bytes()  # the browser's download is the engine's file, bit-exact
     assert Image.open(shot).size[0] >= 1000
@@ -200,8 +211,16 @@ def test_fixative_gui_listens_on_loopback_only_and_cleans_up(tmp_path, tiny_taef
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("GRADIO_TEMP_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "protect.cli", "gui", "--no-browser", "--port", str(port),
-                             "--models-dir", str(tiny_taef2_models)], env=env, stdout=subprocess.PIPE,
+    # `fixative gui`, after checking that registering the command and importing the gui modules load no gradio
+    code = (
+        "import sys\n"
+        "from protect.cli import _build_parser, main\n"
+        "_build_parser()\n"
+        "import gui.app, gui.handlers, gui.views\n"
+        "assert 'gradio' not in sys.modules, 'importing the gui modules imported gradio'\n"
+        f"sys.exit(main(['gui', '--no-browser', '--port', '{port}', '--models-dir', sys.argv[1]]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tiny_taef2_models)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -222,3 +222,12 @@ def test_presets_and_expected_time(bench):
     message = measure_speed(bench, JobSettings(**CPU), size=64, steps=3)
     assert message.startswith("Measured") and bench.speed.per_step_mp(["taef2"], "cpu") is not None
     assert "about" in quality_table(bench.speed, ["taef2"], "cpu", None, "standard")
+
+
+
+def test_gui_command_without_gradio_says_how_to_install(monkeypatch, caplog):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if the gui extra were not installed
+    assert main(["gui", "--no-browser"]) == 2
+    assert "pip install 'fixative[gui]'" in caplog.text and "Traceback" not in caplog.text
