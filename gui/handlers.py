@@ -522,15 +522,15 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
 
             def on_image(index: int, count: int, job) -> bool:
                 progress.phase, progress.index, progress.count = "preparing", index, count
-                progress.name, progress.fraction, progress.step, progress.lpips = name_of.get(str(job.input), ""), \
-                    0.0, 0, None
-                progress.message = f"Image {index + 1} of {count}: {progress.name} (making its target)..."
+                progress.name = name_of.get(str(job.input), "")
+                progress.fraction, progress.step, progress.lpips = 0.0, 0, None
+                progress.message = f"Image {index + 1} of {count}: {progress.name} (reading it, making its target)..."
                 return not cancel.is_set()
 
             def on_step(job, info) -> bool:
                 progress.phase = "protecting"
-                progress.step, progress.steps, progress.tile, progress.tiles = info.step, info.max_steps, \
-                    info.tile, info.tiles
+                progress.step, progress.steps = info.step, info.max_steps
+                progress.tile, progress.tiles = info.tile, info.tiles
                 progress.fraction = ((info.tile - 1) + info.fraction) / info.tiles
                 progress.lpips = info.lpips
                 progress.message = f"Protecting image {progress.index + 1} of {progress.count}: {progress.name}"
