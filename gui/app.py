@@ -309,7 +309,12 @@ def launch(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = Non
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=open_browser, max_file_size=config.max_file_bytes,
-        prevent_thread_lock=not block, quiet=quiet, show_error=True, ssr_mode=False, mcp_server=False, pwa=False,
+        prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False, mcp_server=False, pwa=False,
         enable_monitoring=False, css=PROGRESS_CSS, footer_links=["gradio"],
     )
+    if not quiet:
+        where = "this computer only" if host in ("127.0.0.1", "localhost", "::1") else f"every address of {host}"
+        print(f"Fixative is running at {url} ({where}). Press Ctrl+C to stop.", flush=True)
+    if block:
+        demo.block_thread()  # until Ctrl+C (or SIGTERM, see gui.cli), then the server closes
     return demo, url

@@ -71,7 +71,8 @@ def gui_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this computer on that network can use the app", args.host)
-    print("Fixative desktop app: starting (press Ctrl+C to stop)", file=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup requests are not news
+    print("Fixative desktop app: starting...", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how the app is stopped
         launch(config, host=args.host, port=args.port, open_browser=not args.no_browser)
     return 0
