@@ -25,6 +25,7 @@ from protect.cli import main
 pytest.importorskip("gradio", reason="the desktop app needs the gui extra (pip install 'fixative[gui]')")
 
 CHROMIUM = "/usr/bin/chromium"
+LIMIT = 2 * 1024 * 1024  # the served app's upload limit in these tests
 
 
 def _free_port() -> int:
@@ -51,7 +52,7 @@ def served(tmp_path_factory, tiny_taef2_models):
 
     saved = os.environ.get("GRADIO_TEMP_DIR")
     root = tmp_path_factory.mktemp("gui-app")
-    config = AppConfig(models_dir=tiny_taef2_models, device="cpu", root=root)
+    config = AppConfig(models_dir=tiny_taef2_models, device="cpu", root=root, max_file_bytes=LIMIT)
     demo, url = launch(config, port=_free_port(), open_browser=False, block=False, quiet=True)
     yield demo, url, demo.fixative_bench
     demo.close()
@@ -89,6 +90,13 @@ def test_client_download_is_byte_identical_to_the_command_line(served, tmp_path,
     with zipfile.ZipFile(zipped) as zf:
         assert zf.read("art.png") == (cli / "art.png").read_bytes() and "art.json" in zf.namelist()
     assert "**Visible change**" in out[9] and Path(out[4][0]).suffix == ".png"  # metrics; PNG comparison
+
+    big = tmp_path / "big.png"  # over the upload limit: the server refuses it, and then works on
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(LIMIT + 1024))
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        client.predict(*_inputs([handle_file(str(big))]), api_name="/protect")
+    again = client.predict(*_inputs([handle_file(str(art))]), api_name="/protect")
+    assert "Protected 1 image" in again[2]
 
 
 def test_two_clients_at_once_are_queued(served, tmp_path, monkeypatch):
