@@ -18,6 +18,7 @@ import glob
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -92,6 +93,30 @@ class BatchOptions:
     tile_batch: int | None = None  # tiles per batched pass (None: automatic, see Protector.protect)
 
 
+@dataclass
+class BatchHooks:
+    """For an app that runs the batch in its own process (the GUI); the command line passes none.
+
+    - ``protector``: an already loaded :class:`~protect.engine.Protector` to use instead of loading
+      one. It must come from the options' encoders, LPIPS net, models folder and device (the caller
+      keeps it between runs, so models load once).
+    - ``on_image(index, count, job)``: called before each image (``index`` from 0); return False to
+      stop the run there.
+    - ``on_step(job, info)``: called after every search step with a :class:`~protect.engine.TileProgress`;
+      return False to cancel: that image is not saved, and the run stops.
+
+    Images a stopped run did not do are listed with status ``cancelled``; nothing half-done is written.
+    """
+
+    protector: Any = None
+    on_image: Callable[[int, int, Job], bool | None] | None = None
+    on_step: Callable[[Job, Any], bool | None] | None = None
+
+
+class Cancelled(Exception):
+    """Raised inside a run when a hook asked it to stop (never escapes :func:`run_batch`)."""
+
+
 @dataclass(frozen=True)
 class InputItem:
     """An input file and where its output goes, relative to the output folder (``sub/x.jpg``)."""
@@ -109,7 +134,8 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What happened to one input: ``done``, ``skipped`` (already done) or ``failed`` (with ``reason``)."""
+    """What happened to one input: ``done``, ``skipped`` (already done), ``failed`` (with ``reason``) or
+    ``cancelled`` (a :class:`BatchHooks` hook stopped the run before it was done)."""
 
     input: str
     status: str
@@ -363,10 +389,11 @@ class _Runner:
     """Holds the models (loaded on first need) and the run's fixed parts."""
 
     def __init__(self, opts: BatchOptions, proc: _Process, request: TargetRequest, models: list[dict],
-                 lpips: dict, run_settings: dict, shash: str):
+                 lpips: dict, run_settings: dict, shash: str, hooks: BatchHooks | None = None):
         self.opts, self.proc, self.request = opts, proc, request
         self.models, self.lpips, self.run_settings, self.shash = models, lpips, run_settings, shash
-        self.protector = None
+        self.hooks = hooks or BatchHooks()
+        self.protector = self.hooks.protector
         self.environment = environment()
 
     def _protector(self):
@@ -407,11 +434,12 @@ class _Runner:
                                      linf=opts.linf, precision=opts.precision)
         bar = bar_factory(job.input.name, opts.steps)
 
-        def progress(info) -> None:
+        def progress(info) -> bool | None:
             bar.total = info.max_steps * info.tiles
             bar.n = (info.tile - 1) * info.max_steps + info.step * info.group
             bar.set_postfix(lpips=f"{info.lpips:.3f}", refresh=False)
             bar.refresh()
+            return self.hooks.on_step(job, info) if self.hooks.on_step else None
 
         try:
             result = protector.protect(
@@ -421,6 +449,8 @@ class _Runner:
             )
         finally:
             bar.close()
+        if result.metrics.stopped == "cancelled":
+            raise Cancelled
         data = encode_image(result.image, result.alpha, fmt=opts.format, bits=bits, info=loaded.info,
                             quality=opts.jpeg_quality)
         compressed = None
@@ -498,8 +528,11 @@ def _describe(outcome: Outcome) -> str:
     return text
 
 
-def run_batch(opts: BatchOptions) -> BatchSummary:
-    """Protect every image of ``opts.inputs`` that is not done yet; see the module docs."""
+def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSummary:
+    """Protect every image of ``opts.inputs`` that is not done yet; see the module docs.
+
+    ``hooks``: progress, cancelling and a preloaded model for an app embedding the batch (see :class:`BatchHooks`).
+    """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -531,7 +564,7 @@ def run_batch(opts: BatchOptions) -> BatchSummary:
     outcomes: list[Outcome] = failures if proc.index == 0 else []
     for failure in outcomes:
         log.error("%s: %s", failure.input, failure.reason)
-    runner = _Runner(opts, proc, request, models, lpips, run_settings, shash)
+    runner = _Runner(opts, proc, request, models, lpips, run_settings, shash, hooks)
     show = not opts.quiet and proc.main
 
     def bar_factory(name: str, steps: int):
@@ -542,13 +575,20 @@ def run_batch(opts: BatchOptions) -> BatchSummary:
     with logging_redirect_tqdm(), tqdm(
         total=len(mine), desc="portfolio", unit="image", position=0, disable=not show
     ) as overall:
-        for job in mine:
+        for number, job in enumerate(mine):
             try:
+                if runner.hooks.on_image and runner.hooks.on_image(number, len(mine), job) is False:
+                    raise Cancelled
                 outcome = runner.run(job, bar_factory)
                 if outcome.status == "done":
                     log.info("%s", _describe(outcome))
                 else:
                     log.info("%s: already done with these settings, skipped", job.input)
+            except Cancelled:
+                outcomes += [Outcome(str(j.input), "cancelled", reason="cancelled before it was done")
+                             for j in mine[number:]]
+                log.warning("cancelled: %d image(s) not done", len(mine) - number)
+                break
             except ModelNotFoundError:
                 raise
             except FixativeError as exc:

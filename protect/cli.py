@@ -150,12 +150,37 @@ def _unavailable(name: str, exc: Exception):
     return handler
 
 
-def _protect(args: argparse.Namespace) -> int:
-    from protect.batch import BatchOptions, parse_shard, run_batch
+def parse_protect_args(argv: list[str]) -> argparse.Namespace:
+    """Parse the arguments of ``fixative protect`` (``argv`` without the word ``protect``).
+
+    Apps that run protections in-process (the GUI) build their runs with this and
+    :func:`protect_options`, so a run there and the same command line give the same files.
+    Bad usage raises :class:`ConfigError` with argparse's message (instead of exiting).
+    """
+    from protect.errors import ConfigError
+
+    parser = _build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    protect_parser = sub.choices["protect"]
+
+    def fail(message: str):
+        raise ConfigError(f"fixative protect: {message}")
+
+    protect_parser.error = fail  # type: ignore[method-assign]
+    return parser.parse_args(["protect", *argv])
+
+
+def protect_options(args: argparse.Namespace, *, target_maker=None):
+    """The :class:`~protect.batch.BatchOptions` of a parsed ``protect`` command line.
+
+    ``target_maker``: a :class:`~protect.targets.TargetMaker` to reuse for made targets (an app keeps
+    one between runs so the generator loads once); by default a new one is made for the run.
+    """
+    from protect.batch import BatchOptions, parse_shard
     from protect.presets import budget_for, effort_for, linf_for
 
     steps, seconds = effort_for(args.quality, args.steps, args.seconds)
-    options = BatchOptions(
+    return BatchOptions(
         inputs=list(args.inputs), out=args.out, target=args.target, mode=args.mode, objective=args.objective,
         encoders=args.encoders or ["taef2"], budget=budget_for(args.intensity, args.budget), steps=steps,
         seconds=seconds, seed=args.seed, method=args.method, precision=args.precision,
@@ -163,10 +188,15 @@ def _protect(args: argparse.Namespace) -> int:
         lpips_net=args.lpips_net, tile_size=args.tile_size, device=args.device, models_dir=args.models_dir,
         format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
-        target_options=target_flags.batch_target_options(args),
+        target_options=target_flags.batch_target_options(args, maker=target_maker),
         check_encoders=args.check_encoders, tile_batch=args.tile_batch,
     )
-    summary = run_batch(options)
+
+
+def _protect(args: argparse.Namespace) -> int:
+    from protect.batch import run_batch
+
+    summary = run_batch(protect_options(args))
     if not summary.report:  # a non-main process of an accelerate run: the main one reports
         return 0
     done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))

@@ -99,18 +99,20 @@ def portfolio_style(maker: TargetMaker, inputs: list[str], recursive: bool, max_
     return choice.name
 
 
-def batch_target_options(args: argparse.Namespace) -> dict:
+def batch_target_options(args: argparse.Namespace, maker: TargetMaker | None = None) -> dict:
     """Check the made-target options of a ``protect`` run; register the maker; return ``target_options``.
 
     Returns ``{}`` when no made target is asked for (the batch's ``--target``/objective rules apply).
+    ``maker``: a :class:`TargetMaker` built for these options to reuse (the GUI keeps one between runs);
+    by default one is made here.
     """
     kind = _kind(args)
     if kind is None:
         return {}
     from protect.modes import Target, register_target_maker
 
-    settings = GenerationSettings()  # fixed seeds: --seed varies the search, not the target
-    maker = TargetMaker(
+    settings = maker.settings if maker else GenerationSettings()  # fixed seeds: --seed varies the search only
+    maker = maker or TargetMaker(
         args.target_model, device=args.device, precision=args.precision, models_dir=args.models_dir,
         cache_dir=args.target_cache, clip_model=args.clip_model, settings=settings, progress=not args.quiet,
     )

@@ -182,3 +182,29 @@ def tiny_models(tmp_path_factory) -> Path:
               str(root / "lpips" / "alexnet_features.safetensors"))
     return root
 
+
+
+# --- the desktop app (tests/test_gui_*.py) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_taef2_models(tmp_path_factory) -> Path:
+    """A models folder where the short name ``taef2`` finds a tiny random encoder *and decoder*
+    (``taesd/taef2_encoder.pth``, ``taesd/taef2_decoder.pth``, width 8), plus a random LPIPS alex
+    backbone: the app's defaults run on it, and "what the model sees" can be decoded."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from protect.taesd import TAESDDecoder, TAESDEncoder
+
+    root = tmp_path_factory.mktemp("taef2-models")
+    (root / "taesd").mkdir()
+    (root / "lpips").mkdir()
+    torch.manual_seed(0)
+    torch.save(TAESDEncoder(32, width=8, midblock_gn=True).half().state_dict(), root / "taesd" / "taef2_encoder.pth")
+    torch.save(TAESDDecoder(32, width=8, midblock_gn=True).half().state_dict(), root / "taesd" / "taef2_decoder.pth")
+    features = torchvision.models.alexnet(weights=None).features
+    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()},
+              str(root / "lpips" / "alexnet_features.safetensors"))
+    return root
