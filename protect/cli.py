@@ -28,6 +28,7 @@ from protect.manifest import sha256_file  # noqa: F401  (re-exported: older call
 from protect.modes import MODES
 from protect.optimizer import METHODS, PRECISIONS
 from protect.presets import INTENSITIES, QUALITIES
+from protect.robust import DEFAULT_ROBUST, ROBUST_LEVELS
 
 log = logging.getLogger("fixative")
 
@@ -74,6 +75,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--method", choices=METHODS, default="fixative", help="search method (default fixative)")
     p.add_argument("--linf", type=float, help="optional per-pixel cap in 0-1 units (e.g. 0.03)")
+    p.add_argument("--robust", choices=ROBUST_LEVELS,
+                   help="protection that survives re-encoding: off (strongest on untouched files, lost to JPEG "
+                        "and resizing), web (survives platforms' JPEG and resizing; the default), strong (also "
+                        f"noise, blur and encode-decode; slower) (default {DEFAULT_ROBUST})")
+    p.add_argument("--for", dest="platform", metavar="PLATFORM",
+                   help="protect for a platform's upload pipeline (its size limit and JPEG quality): "
+                        "generic, instagram, x, facebook, artstation, deviantart, tumblr, bluesky, mastodon")
     p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default="png",
                    help="output format: png (lossless, default), webp (lossless), tiff, or jpeg (lossy: "
                         "weakens the protection; the saved file is measured again)")
@@ -147,6 +155,7 @@ def _protect(args: argparse.Namespace) -> int:
         format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
         target_options=target_flags.batch_target_options(args),
+        robust=args.robust or DEFAULT_ROBUST, platform=args.platform,
     )
     summary = run_batch(options)
     if not summary.report:  # a non-main process of an accelerate run: the main one reports

@@ -50,8 +50,16 @@ class Objective:
         """Cache whatever is constant across steps for this image (and target), in inference mode."""
         raise NotImplementedError
 
-    def loss(self, latents: Sequence[Tensor]) -> Tensor:
-        """Scalar to minimise, from the perturbed image's latent under each encoder."""
+    #: the image the objective compares with (the target, or the source for "away"); robust
+    #: protection shifts it with the protected image (see :mod:`protect.robust`)
+    reference_image: Tensor | None = None
+
+    def loss(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
+        """Scalar to minimise, from the perturbed image's latent under each encoder.
+
+        ``references``: per encoder, the latent to compare with in place of the prepared one
+        (that of :attr:`reference_image` after the same geometric change as the image's).
+        """
         raise NotImplementedError
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
@@ -75,13 +83,15 @@ class TowardsTarget(Objective):
             raise ValueError(f"target shape {tuple(target.shape)} != image shape {tuple(source.shape)}")
         self.encoders = list(encoders)
         with torch.no_grad():
+            self.reference_image = target
             self.target_latents = [e(target).float() for e in self.encoders]
             src = [e(source).float() for e in self.encoders]
             self.start = [_sq_dist(s, t).clamp_min(1e-12) for s, t in zip(src, self.target_latents, strict=True)]
 
-    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+    def loss(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
+        refs = self.target_latents if references is None else references
         terms = [w * _sq_dist(z, t) / s for w, z, t, s in
-                 zip(self._weights(), latents, self.target_latents, self.start, strict=True)]
+                 zip(self._weights(), latents, refs, self.start, strict=True)]
         return torch.stack(terms).sum()
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
@@ -99,12 +109,14 @@ class AwayFromSource(Objective):
     def prepare(self, encoders: Sequence[Encoder], source: Tensor, target: Tensor | None = None) -> None:
         self.encoders = list(encoders)
         with torch.no_grad():
+            self.reference_image = source
             self.source_latents = [e(source).float() for e in self.encoders]
             self.scale = [(z**2).sum().clamp_min(1e-12) for z in self.source_latents]
 
-    def loss(self, latents: Sequence[Tensor]) -> Tensor:
+    def loss(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
+        refs = self.source_latents if references is None else references
         terms = [-w * _sq_dist(z, s) / n for w, z, s, n in
-                 zip(self._weights(), latents, self.source_latents, self.scale, strict=True)]
+                 zip(self._weights(), latents, refs, self.scale, strict=True)]
         return torch.stack(terms).sum()
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
