@@ -104,11 +104,11 @@ class RobustSettings:
 PRESETS: dict[str, RobustSettings] = {
     "web": RobustSettings(
         name="web", samples=1,
-        jpeg_prob=0.7, jpeg_quality=(50, 95),
-        resize_prob=0.5, resize_factor=(0.45, 0.9),
-        noise_prob=0.4, noise_sigma=(0.0, 0.06),
-        blur_prob=0.2, blur_sigma=(0.3, 1.2),
-        shift_prob=0.3, shift_max=4,
+        jpeg_prob=0.8, jpeg_quality=(50, 95),
+        resize_prob=0.4, resize_factor=(0.45, 0.9),
+        noise_prob=0.3, noise_sigma=(0.0, 0.05),
+        blur_prob=0.15, blur_sigma=(0.3, 1.2),
+        shift_prob=0.25, shift_max=4,
     ),
     "strong": RobustSettings(
         name="strong", samples=2,

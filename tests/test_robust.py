@@ -249,3 +249,22 @@ def test_cli_refuses_bad_robust_choices(tiny_models, tmp_path, caplog):
     assert main([*base, "--for", "x", "--robust", "off"]) == 2
     assert "--for needs robust protection" in caplog.text
     assert not (tmp_path / "o" / "a.png").exists()
+
+
+# --- the evaluation's new countermeasures -----------------------------------------------------------
+
+
+def test_platform_and_noise_downup_countermeasures():
+    pytest.importorskip("matplotlib", reason="the eval extra is not installed")
+    from eval.countermeasures import Jpeg, NoiseDownUp, Platform
+
+    imgs = torch.cat([_realish(64, 96), smooth_image(64, 96, seed=1)])
+    for cm in (Platform(48, 85), Platform(2048, 85), NoiseDownUp(0.05, 0.5)):
+        out = cm(imgs, seed=3)
+        assert out.shape == imgs.shape and torch.equal(out, torch.round(out * 255) / 255)
+        assert torch.equal(out, cm(imgs, seed=3))
+    # within the limit the platform only re-encodes; above it, it also loses resolution
+    assert torch.equal(Platform(2048, 85)(imgs), Jpeg(85)(imgs))
+    assert _psnr(Platform(48, 85)(imgs), imgs) < _psnr(Jpeg(85)(imgs), imgs) - 1
+    with pytest.raises(ConfigError):
+        NoiseDownUp(0.05, 1.5)
