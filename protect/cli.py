@@ -77,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linf", type=float, help="optional per-pixel cap in 0-1 units (e.g. 0.03)")
     p.add_argument("--robust", choices=ROBUST_LEVELS,
                    help="protection that survives re-encoding: off (strongest on untouched files, lost to JPEG "
-                        "and resizing), web (survives platforms' JPEG and resizing; the default), strong (also "
+                        "and resizing), web (survives platforms' JPEG and resizing), strong (also "
                         f"noise, blur and encode-decode; slower) (default {DEFAULT_ROBUST})")
     p.add_argument("--for", dest="platform", metavar="PLATFORM",
                    help="protect for a platform's upload pipeline (its size limit and JPEG quality): "
