@@ -107,6 +107,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-eval", action="store_true",
+                    help="only protect (e.g. several processes sharing --photos), evaluate in a later run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"settings: photos={args.photos} target={args.target} size={args.size}x{args.size} encoder={args.encoder} "
@@ -116,6 +118,8 @@ def main() -> int:
     t0 = time.perf_counter()
     orig, sets, target = protect_sets(args)
     print(f"protected in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.no_eval:
+        return 0
     out = args.workdir / f"report-{args.robust}-{args.steps}"
     cmd = ["eval", "strength", "--original", str(orig), "--target", str(target), "--out", str(out),
            "--encoder", args.encoder, "--models-dir", str(args.models_dir), "--device", args.device,
