@@ -32,6 +32,7 @@ from protect.cli import main as fixative
 from protect.engine import Protector
 from protect.images import load_image, save_png
 from protect.optimizer import OptimizerSettings
+from protect.platforms import get_platform, robust_for
 from protect.robust import ROBUST_LEVELS, settings_for
 
 PHOTOS = ["LadyBird", "Storm", "Wood", "Elephants"]
@@ -45,7 +46,7 @@ def protect_sets(args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path]
     if not target_path.exists():
         save_png(target_path, load_square(args.images / f"{args.target}.jpg", args.size))
     target = load_image(target_path).rgb
-    sets = {"plain": work / f"plain-{args.steps}", args.robust: work / f"{args.robust}-{args.steps}"}
+    sets = {"plain": work / f"plain-{args.steps}", robust_label(args): work / f"{robust_label(args)}-{args.steps}"}
     protector = None
     for name in args.photos:
         src = orig / f"{name}.png"
@@ -58,8 +59,12 @@ def protect_sets(args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path]
                 continue
             if protector is None:
                 protector = Protector.from_specs([args.encoder], models_dir=str(args.models_dir), device=args.device)
-            level = "off" if label == "plain" else args.robust
-            settings = OptimizerSettings(steps=args.steps, seed=args.seed, robust=settings_for(level))
+            level = "off" if label == "plain" else label
+            robust = None
+            if label != "plain":
+                robust = (robust_for(get_platform(args.platform), tuple(x.shape[-2:]), args.robust) if args.platform
+                          else settings_for(args.robust))
+            settings = OptimizerSettings(steps=args.steps, seed=args.seed, robust=robust)
             t0 = time.perf_counter()
             result = protector.protect(x, target, budget=args.budget, settings=settings)
             save_png(folder / f"{name}.png", result.image)
@@ -70,6 +75,10 @@ def protect_sets(args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path]
             print(f"{label:>6} {name}: LPIPS {m.lpips:.4f}, PSNR {m.psnr:.1f} dB, ratio {m.mean_ratio:.3f}, "
                   f"{m.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     return orig, sets, target_path
+
+
+def robust_label(args: argparse.Namespace) -> str:
+    return f"{args.robust}+{args.platform}" if args.platform else args.robust
 
 
 def check_targets(out: Path, robust: str) -> int:
@@ -101,6 +110,10 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path("bench-out/robust"))
     ap.add_argument("--encoder", default="taef2")
     ap.add_argument("--robust", choices=[lvl for lvl in ROBUST_LEVELS if lvl != "off"], default="web")
+    ap.add_argument("--for", dest="platform", metavar="PLATFORM",
+                    help="tune the robust mix to a platform (protect.platforms), as 'fixative protect --for' does")
+    ap.add_argument("--only-robust", action="store_true",
+                    help="evaluate only the robust set (the plain set's figures are those of an earlier run)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--budget", type=float, default=0.07)
     ap.add_argument("--steps", type=int, default=100, help="search steps per image, both ways (default 100)")
@@ -112,7 +125,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"settings: photos={args.photos} target={args.target} size={args.size}x{args.size} encoder={args.encoder} "
-          f"budget={args.budget} (no L-inf cap) steps={args.steps} seed={args.seed} robust={args.robust} "
+          f"budget={args.budget} (no L-inf cap) steps={args.steps} seed={args.seed} robust={robust_label(args)} "
           f"{settings_for(args.robust).describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {args.device}", flush=True)
     t0 = time.perf_counter()
@@ -120,17 +133,20 @@ def main() -> int:
     print(f"protected in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.no_eval:
         return 0
-    out = args.workdir / f"report-{args.robust}-{args.steps}"
+    out = args.workdir / f"report-{robust_label(args)}-{args.steps}"
     cmd = ["eval", "strength", "--original", str(orig), "--target", str(target), "--out", str(out),
            "--encoder", args.encoder, "--models-dir", str(args.models_dir), "--device", args.device,
            "--classifier", "none", "--no-style", "--no-impress", "--no-detectors", "--seed", str(args.seed)]
     for label, folder in sets.items():
-        cmd += ["--protected", f"{label}={folder}"]
+        if label != "plain" or not args.only_robust:
+            cmd += ["--protected", f"{label}={folder}"]
     print(f"\n=== fixative {shlex.join(cmd)}", flush=True)
     code = fixative(cmd)
     if code:
         return code
-    return 1 if check_targets(out, args.robust) else 0
+    if args.only_robust:
+        return 0
+    return 1 if check_targets(out, robust_label(args)) else 0
 
 
 if __name__ == "__main__":
