@@ -86,7 +86,7 @@ class BatchOptions:
     quiet: bool = False
     target_options: dict = field(default_factory=dict)  # made targets (the targets issue)
     robust: str = "web"  # off | web | strong (protect.robust)
-    platform: str | None = None  # --for PLATFORM (protect.platforms)
+    platform: str | None = None  # --for PLATFORM (protect.platforms); None with "web" = the generic platform
 
 
 @dataclass(frozen=True)
@@ -340,16 +340,24 @@ def _run_settings(opts: BatchOptions, request: TargetRequest, models: list[dict]
     }
 
 
+def platform_for(opts: BatchOptions) -> str | None:
+    """The platform protected for: ``opts.platform``, else the generic one for ``robust="web"``, else None."""
+    from protect.platforms import DEFAULT_PLATFORM
+
+    return opts.platform or (DEFAULT_PLATFORM if opts.robust == "web" else None)
+
+
 def _robust_entry(opts: BatchOptions) -> dict | str:
     """The robust mix as recorded and hashed: "off", or the preset's data (and the platform's)."""
     from protect.robust import settings_for
 
     base = settings_for(opts.robust)
-    if opts.platform is None:
+    platform = platform_for(opts)
+    if platform is None:
         return "off" if base is None else base.describe()
     from protect.platforms import get_platform
 
-    return {"level": opts.robust, "platform": get_platform(opts.platform).describe(),
+    return {"level": opts.robust, "platform": get_platform(platform).describe(),
             "base": base.describe() if base is not None else None}
 
 
@@ -357,11 +365,12 @@ def robust_settings(opts: BatchOptions, size: tuple[int, int]):
     """The :class:`~protect.robust.RobustSettings` for one image of ``size`` (H, W), or None (off)."""
     from protect.robust import settings_for
 
-    if opts.platform is None:
+    platform = platform_for(opts)
+    if platform is None:
         return settings_for(opts.robust)
     from protect.platforms import get_platform, robust_for
 
-    return robust_for(get_platform(opts.platform), size, opts.robust)
+    return robust_for(get_platform(platform), size, opts.robust)
 
 
 def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:

@@ -77,8 +77,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linf", type=float, help="optional per-pixel cap in 0-1 units (e.g. 0.03)")
     p.add_argument("--robust", choices=ROBUST_LEVELS,
                    help="protection that survives re-encoding: off (strongest on untouched files, lost to JPEG "
-                        "and resizing), web (survives platforms' JPEG and resizing), strong (also "
-                        f"noise, blur and encode-decode; slower) (default {DEFAULT_ROBUST})")
+                        "and resizing), web (survives platforms' JPEG and resizing; without --for it protects for "
+                        "the generic pipeline, 2048 px and JPEG 85), strong (also noise, blur and encode-decode; "
+                        f"slower) (default {DEFAULT_ROBUST})")
     p.add_argument("--for", dest="platform", metavar="PLATFORM",
                    help="protect for a platform's upload pipeline (its size limit and JPEG quality): "
                         "generic, instagram, x, facebook, artstation, deviantart, tumblr, bluesky, mastodon")

@@ -19,6 +19,9 @@ from protect.errors import ConfigError
 from protect.robust import PRESETS, RobustSettings
 
 DATA = Path(__file__).with_name("platforms.toml")
+#: the platform ``--robust web`` protects for when ``--for`` names none (chosen from measurements:
+#: see the README's "Posting online")
+DEFAULT_PLATFORM = "generic"
 SUBSAMPLINGS = ("4:2:0", "4:4:4")
 _FIELDS = {"name", "long_side", "jpeg_quality", "subsampling", "sources", "approximate"}
 

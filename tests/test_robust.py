@@ -228,8 +228,10 @@ def test_cli_flags_reach_the_record(tiny_models, tmp_path):
     base = ["protect", str(src), "--target", str(target), *tiny_protect_args(tiny_models, steps=2)]
     assert main([*base, "--out", str(tmp_path / "web")]) == 0
     rec = json.loads((tmp_path / "web" / "a.json").read_text())
-    assert rec["run_settings"]["robust"]["name"] == "web"  # the CLI's default
-    assert rec["settings"]["robust"]["name"] == "web"
+    # the CLI's default: web, for the generic platform pipeline (2048 px, JPEG 85)
+    assert rec["run_settings"]["robust"]["level"] == "web"
+    assert rec["run_settings"]["robust"]["platform"]["key"] == "generic"
+    assert rec["settings"]["robust"]["name"] == "web+generic" and rec["settings"]["robust"]["jpeg_quality"] == [75, 90]
     assert main([*base, "--out", str(tmp_path / "ig"), "--for", "instagram", "--robust", "strong"]) == 0
     rec_ig = json.loads((tmp_path / "ig" / "a.json").read_text())
     assert rec_ig["run_settings"]["robust"]["platform"]["key"] == "instagram"
@@ -238,7 +240,11 @@ def test_cli_flags_reach_the_record(tiny_models, tmp_path):
     assert main([*base, "--out", str(tmp_path / "off"), "--robust", "off"]) == 0
     rec_off = json.loads((tmp_path / "off" / "a.json").read_text())
     assert rec_off["run_settings"]["robust"] == "off" and rec_off["settings"]["robust"] is None
-    assert len({rec["settings_hash"], rec_ig["settings_hash"], rec_off["settings_hash"]}) == 3
+    assert main([*base, "--out", str(tmp_path / "strong"), "--robust", "strong"]) == 0
+    rec_strong = json.loads((tmp_path / "strong" / "a.json").read_text())
+    assert rec_strong["settings"]["robust"]["name"] == "strong"  # no platform unless --for names one
+    hashes = {r["settings_hash"] for r in (rec, rec_ig, rec_off, rec_strong)}
+    assert len(hashes) == 4
 
 
 def test_cli_refuses_bad_robust_choices(tiny_models, tmp_path, caplog):
