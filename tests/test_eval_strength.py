@@ -158,7 +158,8 @@ def test_imperceptibility_and_efficacy(report, models):
 
 
 def test_every_countermeasure_is_measured(report, models):
-    expected = ["none", "jpeg90", "jpeg50", "downup0.5", "noise0.03", "blur1", "noisy_upscale", "impress"]
+    expected = ["none", "jpeg90", "jpeg50", "downup0.5", "noise0.03", "blur1", "noise0.05_downup0.5",
+                "platform2048q85", "noisy_upscale", "impress"]
     assert list(report.aggregate["efficacy"]) == expected
     for r in report.images:
         assert list(r.efficacy) == expected
