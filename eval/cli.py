@@ -10,6 +10,9 @@ the model's UNet (LoRA, or ``--method full``) with ``accelerate`` and resumes fr
 checkpoint when rerun. ``fixative eval mimicry --model ... --clean DIR --protected DIR [--poisoned DIR
 --concept W --anchor W --other DIR] --out DIR`` runs the style-mimicry and concept-poisoning experiments
 (:mod:`eval.mimicry`). Both run under ``accelerate launch -m protect.cli eval ...`` on several processes.
+With several ``--protected LABEL=DIR`` (e.g. robust and non-robust protection of the same
+originals) each set is measured the same way into ``REPORT_DIR/LABEL/`` and
+``REPORT_DIR/comparison.md`` puts their gains and retentions side by side (:mod:`eval.compare`).
 Exit status: 0 done, 2 bad usage or setup (one line says why).
 """
 
@@ -37,6 +40,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _pair(first: type, second: type):
+    def parse(text: str):
+        if text.lower() == "none":
+            return None
+        a, sep, b = text.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            return first(a), second(b)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected A:B (e.g. 2048:85) or 'none', got {text!r}") from exc
+
+    return parse
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` (subcommands ``strength``, ``finetune``, ``mimicry``) to the ``fixative`` command line."""
     p = subparsers.add_parser("eval", help="measure how strong a protection is",
@@ -51,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the protected images. Writes report.json, report.html and headline.md.",
     )
     s.add_argument("--original", type=Path, required=True, metavar="DIR", help="folder of the original images")
-    s.add_argument("--protected", type=Path, required=True, metavar="DIR",
-                   help="folder of the protected images (same names, any extension)")
+    s.add_argument("--protected", required=True, action="append", metavar="[LABEL=]DIR",
+                   help="folder of the protected images (same names, any extension); repeat as LABEL=DIR to "
+                        "measure several protections side by side (e.g. robust=out1 plain=out2)")
     s.add_argument("--target", type=Path, metavar="DIR|IMAGE",
                    help="targets: a folder (same names) or one image for all; default: the target recorded in "
                         "Fixative's NAME.json beside each protected file, else 'away' mode")
@@ -71,6 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--noise-sigma", type=float, default=0.03, help="Gaussian noise sigma, 0-1 units (default 0.03)")
     s.add_argument("--blur-sigma", type=float, default=1.0, help="Gaussian blur sigma in pixels (default 1)")
     s.add_argument("--downup", type=float, default=0.5, help="downscale factor before upscaling back (default 0.5)")
+    s.add_argument("--noise-downup", type=_pair(float, float), default=(0.05, 0.5), metavar="SIGMA:FACTOR",
+                   help="Gaussian noise then downscale-upscale (default 0.05:0.5; 'none' to skip)")
+    s.add_argument("--platform", type=_pair(int, int), default=(2048, 85), metavar="LONG_SIDE:QUALITY",
+                   help="a platform's upload pipeline: longer side to LONG_SIDE px, then JPEG QUALITY "
+                        "(default 2048:85; 'none' to skip)")
     s.add_argument("--upscaler", default="auto",
                    help="noisy upscaling with: 'auto' (the SD x4 upscaler if found locally, else classical), "
                         "'classical', or an SD x4 upscaler folder / hub id")
@@ -98,6 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def strength_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval strength``; heavy imports happen here, not at registration."""
+    from eval.compare import comparison_text, parse_protected, write_comparison
     from eval.countermeasures import ImpressSettings
     from eval.pairs import find_pairs
     from eval.report import headline_text, write_report
@@ -117,9 +142,19 @@ def strength_command(args: argparse.Namespace) -> int:
             raise ConfigError(f"--jpeg {q}: qualities are 1-100")
     if not 0 < args.impress_budget < 1:
         raise ConfigError(f"--impress-budget must be between 0 and 1, got {args.impress_budget}")
-    pairs, notes = find_pairs(args.original, args.protected, args.target)
-    for note in notes:
-        log.warning("%s", note)
+    if args.platform is not None and (args.platform[0] < 16 or not 1 <= args.platform[1] <= 100):
+        raise ConfigError(f"--platform {args.platform[0]}:{args.platform[1]}: the side must be >= 16 px and the "
+                          "quality 1-100")
+    if args.noise_downup is not None and not 0 < args.noise_downup[1] < 1:
+        raise ConfigError(f"--noise-downup: the factor must be in (0, 1), got {args.noise_downup[1]}")
+    sets = parse_protected(args.protected)
+    labelled = len(sets) > 1 or any("=" in spec for spec in args.protected)
+    found = []
+    for label, folder in sets:
+        pairs, notes = find_pairs(args.original, folder, args.target)
+        for note in notes:
+            log.warning("%s", note if not labelled else f"{label}: {note}")
+        found.append((label, pairs, notes))
     settings = StrengthSettings(
         encoders=args.encoders or ["taef2"], models_dir=args.models_dir, device=args.device,
         classifier=args.classifier, labels=labels, style=not args.no_style, jpeg_qualities=tuple(args.jpeg),
@@ -127,18 +162,28 @@ def strength_command(args: argparse.Namespace) -> int:
         noisy_upscale_sigma=args.upscale_sigma, upscaler=args.upscaler, impress=not args.no_impress,
         purifier=args.purifier, impress_settings=ImpressSettings(budget=args.impress_budget, steps=args.impress_steps),
         noise_control=not args.no_noise_control, detectors=not args.no_detectors, max_side=args.max_side,
-        tile_size=args.tile_size, seed=args.seed,
+        tile_size=args.tile_size, seed=args.seed, platform=args.platform, noise_downup=args.noise_downup,
     )
-    log.info("measuring %d pair(s) with %s", len(pairs), ", ".join(settings.encoders))
     evaluator = StrengthEvaluator.from_settings(settings)
+    reports = {}
+    for label, pairs, notes in found:
+        log.info("measuring %d pair(s)%s with %s", len(pairs), f" of {label}" if labelled else "",
+                 ", ".join(settings.encoders))
 
-    def progress(i: int, n: int, name: str) -> None:
-        log.info("[%d/%d] %s", i + 1, n, name)
+        def progress(i: int, n: int, name: str, label: str = label) -> None:
+            log.info("[%d/%d] %s%s", i + 1, n, f"{label}: " if labelled else "", name)
 
-    report = evaluator.evaluate(pairs, notes, progress)
-    paths = write_report(report, args.out)
-    print(headline_text(report), file=sys.stdout)
-    log.info("report: %s (and %s)", paths["html"], paths["json"])
+        report = evaluator.evaluate(pairs, notes, progress)
+        paths = write_report(report, args.out / label if labelled else args.out)
+        if labelled:
+            print(f"## {label}\n", file=sys.stdout)
+        print(headline_text(report), file=sys.stdout)
+        log.info("report: %s (and %s)", paths["html"], paths["json"])
+        reports[label] = report
+    if labelled:
+        paths = write_comparison(reports, args.out)
+        print("\n## side by side\n\n" + comparison_text(reports), file=sys.stdout)
+        log.info("comparison: %s (and %s)", paths["markdown"], paths["json"])
     return 0
 
 

@@ -9,6 +9,10 @@ protected versions of a picture are compared under identical noise (a paired mea
 - :class:`DownUp`: downscale (antialiased bicubic) and upscale back (bicubic).
 - :class:`GaussianNoise`: add N(0, sigma^2) per pixel and channel.
 - :class:`GaussianBlur`: Gaussian blur of a given sigma (pixels).
+- :class:`NoiseDownUp`: Gaussian noise, then downscale and upscale back (a mimic's cheap cleaning).
+- :class:`Platform`: what a platform does to an upload: downscale so the longer side is at most
+  ``long_side`` (never upscale), JPEG at ``quality`` (4:2:0), then scaled back up to the original
+  size so it can be compared with the clean image's latent (default 2048 px, quality 85).
 - :class:`NoisyUpscale`: Hoenig et al. (2024)'s "noisy upscaling": downscale by the upscaler's
   factor, add Gaussian noise, upscale back. With the Stable Diffusion x4 upscaler when one is
   given (:func:`load_sd_upscaler`), else a classical bicubic upscale; :attr:`NoisyUpscale.method`
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from protect.constraints import LpipsBudget, quantize
 from protect.encoders import Encoder
 from protect.errors import ConfigError
 from protect.perceptual import Perceptual
+from protect.robust import gaussian_blur  # noqa: F401  (re-exported: eval code imports it from here)
 from protect.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -119,20 +123,6 @@ class GaussianNoise(Countermeasure):
         return quantize(images + _noise_like(images, self.sigma, seed))
 
 
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur (reflect padding), kernel radius ceil(3 sigma)."""
-    radius = max(1, math.ceil(3 * sigma))
-    coords = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
-    k = torch.exp(-(coords**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(images.dtype)
-    c = images.shape[1]
-    pad_h, pad_w = min(radius, images.shape[-2] - 1), min(radius, images.shape[-1] - 1)
-    x = F.pad(images, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w > 0 else "replicate")
-    x = F.conv2d(x, k[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, pad_h, pad_h), mode="reflect" if pad_h > 0 else "replicate")
-    return F.conv2d(x, k[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 class GaussianBlur(Countermeasure):
     def __init__(self, sigma: float = 1.0):
         self.sigma = float(sigma)
@@ -141,6 +131,50 @@ class GaussianBlur(Countermeasure):
 
     def apply(self, images: Tensor, seed: int = 0) -> Tensor:
         return quantize(gaussian_blur(images, self.sigma))
+
+
+class NoiseDownUp(Countermeasure):
+    """Gaussian noise of ``sigma`` (0-1 units), then downscale by ``factor`` and upscale back (bicubic)."""
+
+    def __init__(self, sigma: float = 0.05, factor: float = 0.5):
+        if not 0 < factor < 1:
+            raise ConfigError(f"the downscale factor must be in (0, 1), got {factor}")
+        self.sigma = float(sigma)
+        self.factor = float(factor)
+        self.name = f"noise{self.sigma:g}_downup{self.factor:g}"
+        self.label = f"Gaussian noise sigma {self.sigma:g}, then downscale x{self.factor:g} and back"
+
+    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+        h, w = images.shape[-2:]
+        small = (max(1, round(h * self.factor)), max(1, round(w * self.factor)))
+        noisy = (images + _noise_like(images, self.sigma, seed)).clamp(0, 1)
+        return quantize(_resize(_resize(noisy, small), (h, w)))
+
+
+class Platform(Countermeasure):
+    """A platform's upload pipeline: downscale to ``long_side`` px (if larger), JPEG at ``quality``.
+
+    The result is scaled back to the input size (bicubic) so that its latent can be compared with
+    the clean image's; images already within ``long_side`` are only re-encoded.
+    """
+
+    def __init__(self, long_side: int = 2048, quality: int = 85, name: str | None = None):
+        if long_side < 16:
+            raise ConfigError(f"the platform's long side must be at least 16 px, got {long_side}")
+        self.long_side = int(long_side)
+        self.jpeg = Jpeg(quality)
+        self.quality = self.jpeg.quality
+        self.name = name or f"platform{self.long_side}q{self.quality}"
+        self.label = f"platform: longer side to {self.long_side} px, JPEG quality {self.quality} (4:2:0)"
+
+    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+        h, w = images.shape[-2:]
+        scale = self.long_side / max(h, w)
+        if scale >= 1:
+            return self.jpeg.apply(images, seed)
+        small = (max(1, round(h * scale)), max(1, round(w * scale)))
+        posted = self.jpeg.apply(quantize(_resize(images, small)), seed)
+        return quantize(_resize(posted, (h, w)))
 
 
 Upscaler = Callable[[Tensor, int], Tensor]
@@ -323,10 +357,19 @@ def default_countermeasures(
     blur_sigma: float = 1.0,
     noisy_upscale: NoisyUpscale | None = None,
     impress: ImpressPurification | None = None,
+    platform: tuple[int, int] | None = None,
+    noise_downup: tuple[float, float] | None = None,
 ) -> list[Countermeasure]:
-    """The standard set, in the report's order (IMPRESS only when a purifier is given)."""
+    """The standard set, in the report's order (IMPRESS only when a purifier is given).
+
+    ``platform``: (long side px, JPEG quality) of a platform pipeline to add (:class:`Platform`);
+    ``noise_downup``: (sigma, factor) of a noise-then-down-up to add (:class:`NoiseDownUp`)."""
     cms: list[Countermeasure] = [Jpeg(q) for q in jpeg_qualities]
     cms += [DownUp(downup_factor), GaussianNoise(noise_sigma), GaussianBlur(blur_sigma)]
+    if noise_downup is not None:
+        cms.append(NoiseDownUp(*noise_downup))
+    if platform is not None:
+        cms.append(Platform(*platform))
     cms.append(noisy_upscale or NoisyUpscale())
     if impress is not None:
         cms.append(impress)

@@ -43,6 +43,10 @@ def _tick(name: str) -> str:
         return "none"
     if name.startswith("jpeg"):
         return f"JPEG {name[4:]}"
+    if name.startswith("platform"):
+        return "platform " + name[len("platform"):].replace("q", " q")
+    if "_downup" in name:
+        return "noise+down-up"
     return {"noisy_upscale": "noisy upscale", "impress": "IMPRESS"}.get(name, name)
 
 

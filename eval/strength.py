@@ -81,6 +81,8 @@ class StrengthSettings:
       "none", or a CLIP folder; ``labels``: zero-shot labels for CLIP (default ImageNet's).
     - ``style``: compute Gram-matrix style distances (needs VGG16 weights in the store).
     - ``jpeg_qualities``, ``downup_factor``, ``noise_sigma``, ``blur_sigma``: the simple countermeasures.
+    - ``noise_downup``: (sigma, factor) of Gaussian noise then a down-up (None = skip);
+      ``platform``: (long side px, JPEG quality) of a platform's upload pipeline (None = skip).
     - ``noisy_upscale_sigma``; ``upscaler``: "auto" (SD x4 upscaler if found locally, else
       classical), "classical", or a pipeline folder / hub id.
     - ``impress``: run IMPRESS purification; ``purifier``: the autoencoder spec it uses (None =
@@ -106,6 +108,8 @@ class StrengthSettings:
     noise_sigma: float = 0.03
     blur_sigma: float = 1.0
     noisy_upscale_sigma: float = 0.05
+    noise_downup: tuple[float, float] | None = (0.05, 0.5)
+    platform: tuple[int, int] | None = (2048, 85)
     upscaler: str = "auto"
     impress: bool = True
     purifier: str | None = None
@@ -328,6 +332,8 @@ class StrengthEvaluator:
         cms = default_countermeasures(
             jpeg_qualities=tuple(settings.jpeg_qualities), downup_factor=settings.downup_factor,
             noise_sigma=settings.noise_sigma, blur_sigma=settings.blur_sigma, noisy_upscale=noisy, impress=impress,
+            platform=tuple(settings.platform) if settings.platform else None,
+            noise_downup=tuple(settings.noise_downup) if settings.noise_downup else None,
         )
         return cls(encoders, alex, vgg, classifier=classifier, style=style, countermeasures=cms, settings=settings,
                    device=device, notes=notes)

@@ -91,6 +91,8 @@ class BatchOptions:
     # encoders the result is measured on but not crafted against (surrogate transfer); no effect on pixels
     check_encoders: list[str] = field(default_factory=list)
     tile_batch: int | None = None  # tiles per batched pass (None: automatic, see Protector.protect)
+    robust: str = "web"  # off | web | strong (protect.robust)
+    platform: str | None = None  # --for PLATFORM (protect.platforms); None with "web" = the generic platform
 
 
 @dataclass
@@ -361,12 +363,46 @@ def _run_settings(opts: BatchOptions, request: TargetRequest, models: list[dict]
         "precision": opts.precision,
         "lpips_net": opts.lpips_net,
         "tile_size": opts.tile_size,
+        "robust": _robust_entry(opts),
         "encoders": [{"spec": m["spec"], "sha256": [f["sha256"] for f in m["files"]]} for m in models],
         "lpips": [f["sha256"] for f in lpips["files"]],
         "format": opts.format,
         "jpeg_quality": opts.jpeg_quality if opts.format == "jpeg" else None,
         "bits": "as input where the format allows",
     }
+
+
+def platform_for(opts: BatchOptions) -> str | None:
+    """The platform protected for: ``opts.platform``, else the generic one for ``robust="web"``, else None."""
+    from protect.platforms import DEFAULT_PLATFORM
+
+    return opts.platform or (DEFAULT_PLATFORM if opts.robust == "web" else None)
+
+
+def _robust_entry(opts: BatchOptions) -> dict | str:
+    """The robust mix as recorded and hashed: "off", or the preset's data (and the platform's)."""
+    from protect.robust import settings_for
+
+    base = settings_for(opts.robust)
+    platform = platform_for(opts)
+    if platform is None:
+        return "off" if base is None else base.describe()
+    from protect.platforms import get_platform
+
+    return {"level": opts.robust, "platform": get_platform(platform).describe(),
+            "base": base.describe() if base is not None else None}
+
+
+def robust_settings(opts: BatchOptions, size: tuple[int, int]):
+    """The :class:`~protect.robust.RobustSettings` for one image of ``size`` (H, W), or None (off)."""
+    from protect.robust import settings_for
+
+    platform = platform_for(opts)
+    if platform is None:
+        return settings_for(opts.robust)
+    from protect.platforms import get_platform, robust_for
+
+    return robust_for(get_platform(platform), size, opts.robust)
 
 
 def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:
@@ -431,7 +467,8 @@ class _Runner:
         from protect.optimizer import OptimizerSettings
 
         settings = OptimizerSettings(method=opts.method, steps=opts.steps, seconds=opts.seconds, seed=opts.seed,
-                                     linf=opts.linf, precision=opts.precision)
+                                     linf=opts.linf, precision=opts.precision,
+                                     robust=robust_settings(opts, tuple(loaded.rgb.shape[-2:])))
         bar = bar_factory(job.input.name, opts.steps)
 
         def progress(info) -> bool | None:
@@ -544,6 +581,14 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
         raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {opts.budget}")
     if opts.tile_size < MIN_TILE_SIZE:
         raise ConfigError(f"--tile-size must be at least {MIN_TILE_SIZE} pixels, got {opts.tile_size}")
+    if opts.platform is not None:
+        from protect.platforms import get_platform, robust_for
+
+        robust_for(get_platform(opts.platform), None, opts.robust)  # unknown platform or --robust off: say so now
+    else:
+        from protect.robust import settings_for
+
+        settings_for(opts.robust)
     proc = _this_process(opts)
     request = target_request(opts.mode, opts.objective, opts.target, opts.target_options)
     if request.image is not None:

@@ -28,6 +28,7 @@ from protect.manifest import sha256_file  # noqa: F401  (re-exported: older call
 from protect.modes import MODES
 from protect.optimizer import METHODS, PRECISIONS
 from protect.presets import INTENSITIES, QUALITIES
+from protect.robust import DEFAULT_ROBUST, ROBUST_LEVELS
 
 log = logging.getLogger("fixative")
 
@@ -85,6 +86,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--method", choices=METHODS, default="fixative", help="search method (default fixative)")
     p.add_argument("--linf", type=float, help="optional per-pixel cap in 0-1 units (e.g. 0.03)")
+    p.add_argument("--robust", choices=ROBUST_LEVELS,
+                   help="protection that survives re-encoding: off (strongest on untouched files, lost to JPEG "
+                        "and resizing), web (survives platforms' JPEG and resizing; without --for it protects for "
+                        "the generic pipeline, 2048 px and JPEG 85), strong (also noise, blur and encode-decode; "
+                        f"slower) (default {DEFAULT_ROBUST})")
+    p.add_argument("--for", dest="platform", metavar="PLATFORM",
+                   help="protect for a platform's upload pipeline (its size limit and JPEG quality): "
+                        "generic, instagram, x, facebook, artstation, deviantart, tumblr, bluesky, mastodon")
     p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default="png",
                    help="output format: png (lossless, default), webp (lossless), tiff, or jpeg (lossy: "
                         "weakens the protection; the saved file is measured again)")
@@ -190,6 +199,7 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
         target_options=target_flags.batch_target_options(args, maker=target_maker),
         check_encoders=args.check_encoders, tile_batch=args.tile_batch,
+        robust=args.robust or DEFAULT_ROBUST, platform=args.platform,
     )
 
 

@@ -17,6 +17,13 @@ Methods (``--method``):
 All three share the engine's final guarantee (quantise, then scale back until the saved
 pixels are within the LPIPS budget), so benchmarks compare them on equal terms.
 
+Robust protection (``OptimizerSettings.robust``, see :mod:`protect.robust`): at every step the
+image goes through ``samples`` randomly drawn chains of countermeasures (JPEG, resizing, noise,
+blur, shifts, encode-decode) before the encoders and the objective is their mean (expectation over
+transformation); LPIPS stays on the untransformed image. The objective is then a random sample, so
+the search keeps its final iterate (the cosine schedule has settled it) instead of the best-scoring
+one, and does not stop early.
+
 Mixed precision: the encoders and LPIPS run under ``torch.autocast`` (bf16) when the settings
 ask for it; the final budget check in the engine always runs in float32.
 """
@@ -27,6 +34,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -36,6 +44,7 @@ from torch import Tensor
 
 from protect.constraints import LinfCap, LpipsBudget
 from protect.errors import ConfigError
+from protect.robust import RobustSettings, Sampler, decode_pass, settings_for
 
 if TYPE_CHECKING:
     from protect.encoders import Encoder
@@ -67,6 +76,8 @@ class OptimizerSettings:
     - ``precision``: "auto" (bf16 where the hardware computes it natively), "fp32", "bf16",
       "fp16" (GPU only).
     - ``channels_last``: NHWC memory layout for the convolutions (faster with oneDNN/cuDNN).
+    - ``robust``: countermeasures to average over at each step (:class:`protect.robust.RobustSettings`,
+      or a preset name "off", "web", "strong"); None = off. Its draws are seeded by ``seed``.
     """
 
     method: str = "fixative"
@@ -78,8 +89,10 @@ class OptimizerSettings:
     linf: float | None = None
     precision: str = "auto"
     channels_last: bool = True
+    robust: RobustSettings | None = None
 
     def __post_init__(self) -> None:
+        self.robust = settings_for(self.robust)
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
@@ -171,14 +184,46 @@ class _Search:
         self.amp = autocast_dtype(settings.precision, self.device)
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.cap = LinfCap(settings.linf) if settings.linf else None
+        robust = settings.robust
+        self.roundtrip = decode_pass(self.encoders) if robust is not None and robust.vae_prob > 0 else None
+        self.sampler = (Sampler(robust, settings.seed, can_decode=self.roundtrip is not None)
+                        if robust is not None else None)
+        self._shifted: OrderedDict[tuple[int, int], list[Tensor]] = OrderedDict()
 
     def forward(self, delta: Tensor, with_lpips: bool) -> tuple[Tensor, Tensor | None]:
-        """Per-image objective (and LPIPS) of x + delta, shapes [N]; differentiable w.r.t. delta."""
+        """Per-image objective (and LPIPS) of x + delta, shapes [N]; differentiable w.r.t. delta. With robust
+        settings the objective is the mean over this step's drawn countermeasures; LPIPS is of x + delta itself."""
         image = (self.source + delta).clamp(0, 1).contiguous(memory_format=self.memory_format)
-        with precision_context(self.amp, self.device):
-            latents = [e(image) for e in self.encoders]
-            lp = self.budget.value(image).float() if with_lpips else None
-        return self.objective.per_sample(latents).float(), lp
+        if self.sampler is None:
+            with precision_context(self.amp, self.device):
+                latents = [e(image) for e in self.encoders]
+            obj = self.objective.per_sample(latents).float()
+        else:
+            terms = []
+            for draw in self.sampler.draws():
+                seen = draw.apply(image, self.roundtrip).contiguous(memory_format=self.memory_format)
+                with precision_context(self.amp, self.device):
+                    latents = [e(seen) for e in self.encoders]
+                terms.append(self.objective.per_sample(latents, self._references(draw.shift)).float())
+            obj = torch.stack(terms).mean(0)
+        lp = None
+        if with_lpips:
+            with precision_context(self.amp, self.device):
+                lp = self.budget.value(image).float()
+        return obj, lp
+
+    def _references(self, shift: tuple[int, int] | None) -> list[Tensor] | None:
+        """The objective's reference latents for an image shifted by ``shift`` px (cached, at most 16)."""
+        ref = getattr(self.objective, "reference_image", None)
+        if shift is None or ref is None:
+            return None
+        if shift not in self._shifted:
+            moved = torch.roll(ref, shifts=shift, dims=(-2, -1))
+            with torch.no_grad(), precision_context(self.amp, self.device):
+                self._shifted[shift] = [e(moved).float() for e in self.encoders]
+            if len(self._shifted) > 16:
+                self._shifted.popitem(last=False)
+        return self._shifted[shift]
 
     def measure(self, delta: Tensor) -> Tensor:
         """LPIPS of each image of x + delta (shape [N], on the CPU), without gradients."""
@@ -259,6 +304,7 @@ def search(
     best = torch.full((count,), math.inf)
     best_delta = delta.detach().clone()
     since_best, stopped, history, step = 0, "steps", [], 0
+    robust = run.sampler is not None  # a sampled objective: keep the final iterate, no early stop
     last_step_time = 0.0
     while step < s.steps:
         elapsed = time.perf_counter() - start
@@ -279,7 +325,8 @@ def search(
             better = values < best
             if bool(better.any()):
                 best = torch.where(better, values, best)
-                best_delta[better.to(delta.device)] = delta.detach()[better.to(delta.device)]
+                if not robust:  # a sampled (robust) objective is noisy: the final iterate is kept instead
+                    best_delta[better.to(delta.device)] = delta.detach()[better.to(delta.device)]
             loss = (obj + mu.to(obj.device) * lp / budget.budget).sum()
         elif s.method == "glaze":
             best = torch.minimum(best, values)
@@ -319,11 +366,13 @@ def search(
             if callback(info) is False:
                 stopped = "cancelled"
                 break
-        if s.method == "fixative" and s.patience and since_best >= s.patience:
+        if s.method == "fixative" and s.patience and since_best >= s.patience and not robust:
             stopped = "early-stop"
             break
 
-    if s.method == "fixative":
+    if s.method == "fixative" and robust:
+        result = delta.detach().clone()
+    elif s.method == "fixative":
         # the final iterate has not been scored yet
         with torch.no_grad():
             obj, _ = run.forward(delta, with_lpips=False)

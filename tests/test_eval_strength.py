@@ -158,7 +158,8 @@ def test_imperceptibility_and_efficacy(report, models):
 
 
 def test_every_countermeasure_is_measured(report, models):
-    expected = ["none", "jpeg90", "jpeg50", "downup0.5", "noise0.03", "blur1", "noisy_upscale", "impress"]
+    expected = ["none", "jpeg90", "jpeg50", "downup0.5", "noise0.03", "blur1", "noise0.05_downup0.5",
+                "platform2048q85", "noisy_upscale", "impress"]
     assert list(report.aggregate["efficacy"]) == expected
     for r in report.images:
         assert list(r.efficacy) == expected
@@ -252,7 +253,33 @@ def test_cli_writes_report(models, dataset, tmp_path, capsys):
     assert "JPEG quality 75" in printed and "noise control" in printed
     data = json.loads((out / "report.json").read_text())
     assert list(data["aggregate"]["efficacy"]) == ["none", "jpeg75", "downup0.5", "noise0.03", "blur1",
-                                                   "noisy_upscale"]
+                                                   "noise0.05_downup0.5", "platform2048q85", "noisy_upscale"]
+
+
+def test_cli_side_by_side(models, dataset, tmp_path, capsys):
+    """Two labelled protected sets: a report each and one table with both sets' retention."""
+    out = tmp_path / "cmp"
+    args = ["eval", "strength", "--original", str(dataset["orig"]), "--protected", f"fixative={dataset['prot']}",
+            "--protected", f"noise={dataset['noise']}", "--target", str(dataset["target"]), "--out", str(out),
+            "--models-dir", str(models), "--encoder", _specs(models)[0], "--classifier", "none", "--no-impress",
+            "--no-style", "--no-detectors", "--no-noise-control", "--jpeg", "75", "--platform", "32:80",
+            "--upscaler", "classical", "--device", "cpu"]
+    assert main(args) == 0
+    for label in ("fixative", "noise"):
+        assert (out / label / "report.json").is_file()
+    table = (out / "comparison.md").read_text()
+    assert "fixative gain" in table and "noise retained" in table
+    assert "platform: longer side to 32 px, JPEG quality 80" in table
+    data = json.loads((out / "comparison.json").read_text())
+    enc = _specs(models)[0]
+    fx, nz = data["fixative"]["efficacy"], data["noise"]["efficacy"]
+    assert set(fx) == set(nz) and "platform32q80" in fx and "noise0.05_downup0.5" in fx
+    assert fx["none"][enc]["gain"] > nz["none"][enc]["gain"]
+    assert "side by side" in capsys.readouterr().out
+    # the same label twice, or a label with a path in it, is refused in one line
+    assert main(args[:4] + ["--protected", f"a={dataset['prot']}", "--protected", f"a={dataset['noise']}",
+                            "--out", str(out)]) == 2
+    assert main(args[:4] + ["--protected", f"../x={dataset['prot']}", "--out", str(out)]) == 2
 
 
 def test_cli_reports_bad_input_in_one_line(models, tmp_path, caplog):
