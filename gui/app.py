@@ -20,6 +20,7 @@ from gui.explain import (
     QUALITY_LABELS,
     JobProgress,
     intensity_table,
+    posting_choices,
     progress_html,
     quality_table,
 )
@@ -78,11 +79,12 @@ def _import_gradio():
     return gr
 
 
-def _settings(mode, target_file, style, concept, anchor, immunize, intensity, quality, encoders_text, seed, device,
-              precision, steps, seconds, target_model, clip_model) -> JobSettings:
+def _settings(mode, target_file, style, concept, anchor, immunize, intensity, quality, posting, encoders_text, seed,
+              device, precision, steps, seconds, target_model, clip_model) -> JobSettings:
     return JobSettings(
         mode=mode, target_image=target_file or None, style=style or "", concept=concept or "", anchor=anchor or "",
-        immunize=immunize, intensity=intensity, quality=quality, encoders=parse_encoders(encoders_text),
+        immunize=immunize, intensity=intensity, quality=quality, posting=posting,
+        encoders=parse_encoders(encoders_text),
         seed=int(seed or 0), device=device, precision=precision, steps=int(steps) if steps else None,
         seconds=float(seconds) if seconds else None, target_model=(target_model or "").strip() or None,
         clip_model=(clip_model or "").strip() or None,
@@ -160,6 +162,9 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                                    label="Render quality: how long to search", elem_id="fx-quality")
                 quality_md = gr.Markdown(quality_table(bench.speed, list(config.encoders),
                                                        bench.device_name(config.device), None, "standard"))
+                posting = gr.Dropdown(posting_choices(), value="generic", elem_id="fx-posting",
+                                      label="Where will you post it? Sites shrink and re-compress uploads; the "
+                                            "protection is made to survive what that site does")
                 with gr.Accordion("Advanced options", open=False):
                     encoders_box = gr.Textbox(", ".join(config.encoders), label="Encoders",
                                               info="short names (taef2, taesd, sd15, sdxl, flux1...), files or "
@@ -224,8 +229,8 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                        concurrency_limit=None, api_visibility="private")
 
         # --- the protection job --------------------------------------------------------------------
-        setting_inputs = [mode, target_file, style, concept, anchor, immunize, intensity, quality, encoders_box,
-                          seed, device, precision, steps, seconds, target_model, clip_model]
+        setting_inputs = [mode, target_file, style, concept, anchor, immunize, intensity, quality, posting,
+                          encoders_box, seed, device, precision, steps, seconds, target_model, clip_model]
         job_outputs = [progress, models_status, message, results, picker, comparison, difference,
                        difference_caption, model, model_note, metrics, downloads, zip_file, command, run_btn,
                        cancel_btn, quality_md]

@@ -231,3 +231,16 @@ PROGRESS_CSS = """
 .fx-fill { height: 100%; background: #3b82f6; transition: width 0.2s; }
 .fx-status { font-weight: 600; margin: 4px 0; }
 """
+
+
+def posting_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs for "where will you post it?": any site (the default), each platform of
+    ``protect/platforms.toml`` with what it does to uploads, or nowhere (no robust layer)."""
+    from protect.platforms import platforms
+
+    choices = [("Online, any site (default: survives resizing to 2048 px and JPEG 85)", "generic")]
+    for key, p in platforms().items():
+        if key != "generic":
+            choices.append((f"{p.name} (up to {p.long_side} px, JPEG about {p.jpeg_quality})", key))
+    choices.append(("Nowhere online: strongest on the file itself, weaker once re-compressed", "off"))
+    return choices

@@ -154,6 +154,9 @@ class JobSettings:
       ``texture``/``gray`` pattern).
     - ``intensity``: low/medium/high; ``quality``: fast/standard/best; ``steps``/``seconds``: override the
       quality's step and time limits (None = the preset's; a time limit makes runs non-reproducible).
+    - ``posting``: where the image will be posted: a platform key of ``protect/platforms.toml``
+      (``generic`` = any site: the CLI's default), or ``off`` for no robust layer (strongest on the
+      untouched file, weakest after re-encoding).
     - ``encoders``: encoder specs (short names, files, folders, hub ids); ``seed``; ``device``;
       ``precision``; ``target_model``/``clip_model``: for made targets (None = the defaults).
     """
@@ -166,6 +169,7 @@ class JobSettings:
     immunize: str = "away"
     intensity: str = "medium"
     quality: str = "standard"
+    posting: str = "generic"
     steps: int | None = None
     seconds: float | None = None
     encoders: list[str] = field(default_factory=lambda: list(DEFAULT_ENCODERS))
@@ -184,6 +188,10 @@ class JobSettings:
             out.append(f"unknown intensity {self.intensity!r}")
         if self.quality not in QUALITIES:
             out.append(f"unknown quality {self.quality!r}")
+        from protect.platforms import platforms
+
+        if self.posting != "off" and self.posting not in platforms():
+            out.append(f"unknown platform {self.posting!r}")
         if not self.encoders:
             out.append("choose at least one encoder (Advanced options)")
         if self.target_image is None:
@@ -214,6 +222,7 @@ def protect_argv(settings: JobSettings, inputs: list[Path], out: Path, *, models
     """
     argv = [str(p) for p in inputs] + [f"--out={out}", f"--mode={settings.mode}",
                                        f"--intensity={settings.intensity}", f"--quality={settings.quality}"]
+    argv += ["--robust=off"] if settings.posting == "off" else ["--robust=web", f"--for={settings.posting}"]
     if settings.steps is not None:
         argv.append(f"--steps={int(settings.steps)}")
     if settings.seconds is not None:

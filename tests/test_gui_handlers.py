@@ -188,6 +188,13 @@ def test_argv_for_each_mode_parses_like_the_command_line(tmp_path):
     away = protect_options(parse_protect_args(protect_argv(JobSettings(mode="immunize", quality="fast"), ins, out)))
     assert away.target_options == {} and (away.steps, away.seconds) == (60, 60.0)
     assert away.budget == 0.07 and away.linf == pytest.approx(8 / 255)
+    # where the image will be posted: robust for that platform (the CLI's default: any site), or no robust layer
+    assert (away.robust, away.platform) == ("web", "generic")
+    insta = protect_options(parse_protect_args(protect_argv(JobSettings(posting="instagram"), ins, out)))
+    assert (insta.robust, insta.platform) == ("web", "instagram")
+    offline = protect_options(parse_protect_args(protect_argv(JobSettings(posting="off"), ins, out)))
+    assert offline.robust == "off" and offline.platform is None
+    assert JobSettings(posting="myspace").problems() == ["unknown platform 'myspace'"]
     with pytest.raises(ConfigError, match="fixative protect"):
         parse_protect_args(["--mode=nonsense", str(ins[0]), f"--out={out}"])
     assert parse_encoders("taef2, sd15\n/x/y.pth,") == ["taef2", "sd15", "/x/y.pth"]
