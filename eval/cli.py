@@ -23,21 +23,13 @@ import logging
 import sys
 from pathlib import Path
 
+from protect.cli import int_at_least
+
 log = logging.getLogger("fixative.eval")
 
 
-def _nonneg_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_nonneg_int = int_at_least(0)
+_positive_int = int_at_least(1)
 
 
 def _pair(first: type, second: type):
