@@ -536,6 +536,11 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
                 progress.message = f"Image {index + 1} of {count}: {progress.name} (reading it, making its target)..."
                 return not cancel.is_set()
 
+            def on_target_step(job, done: int, total: int) -> bool:
+                progress.message = (f"Image {progress.index + 1} of {progress.count}: {progress.name} (making its "
+                                    f"target: step {done} of {total})...")
+                return not cancel.is_set()
+
             def on_step(job, info) -> bool:
                 progress.phase = "protecting"
                 progress.step, progress.steps = info.step, info.max_steps
@@ -545,7 +550,8 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
                 progress.message = f"Protecting image {progress.index + 1} of {progress.count}: {progress.name}"
                 return not cancel.is_set()
 
-            summary = run_batch(opts, BatchHooks(protector=protector, on_image=on_image, on_step=on_step))
+            summary = run_batch(opts, BatchHooks(protector=protector, on_image=on_image, on_target_step=on_target_step,
+                                                 on_step=on_step))
             progress.phase, progress.message = "finishing", "Preparing the comparison and the downloads..."
             views = folder / "views"
             device = str(protector.device)

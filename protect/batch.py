@@ -104,6 +104,8 @@ class BatchHooks:
       keeps it between runs, so models load once).
     - ``on_image(index, count, job)``: called before each image (``index`` from 0); return False to
       stop the run there.
+    - ``on_target_step(job, done, total)``: called after every denoising step while the image's made
+      target (``--style``/``--anchor``) is generated; return False to cancel there, mid-generation.
     - ``on_step(job, info)``: called after every search step with a :class:`~protect.engine.TileProgress`;
       return False to cancel: that image is not saved, and the run stops.
 
@@ -112,6 +114,7 @@ class BatchHooks:
 
     protector: Any = None
     on_image: Callable[[int, int, Job], bool | None] | None = None
+    on_target_step: Callable[[Job, int, int], bool | None] | None = None
     on_step: Callable[[Job, Any], bool | None] | None = None
 
 
@@ -442,6 +445,18 @@ class _Runner:
             )
         return self.protector
 
+    def _target_progress(self, job: Job) -> Callable[[int, int], None] | None:
+        """The made target's step callback for ``job``: relays to the hook and raises Cancelled when it says so."""
+        hook = self.hooks.on_target_step
+        if hook is None:
+            return None
+
+        def on_step(done: int, total: int) -> None:
+            if hook(job, done, total) is False:
+                raise Cancelled
+
+        return on_step
+
     def run(self, job: Job, bar_factory) -> Outcome:
         opts = self.opts
         started_at, started = now(), time.perf_counter()
@@ -461,7 +476,7 @@ class _Runner:
         loaded = load_image(job.input, max_pixels=opts.max_pixels)
         if loaded.alpha is not None and opts.format == "jpeg":
             raise ConfigError("the image has transparency, which JPEG cannot hold; use --format png, webp or tiff")
-        target = make_target(self.request, loaded)
+        target = make_target(self.request, loaded, on_step=self._target_progress(job))
         bits = output_bits(opts.format, loaded.bits)
         protector = self._protector()
         from protect.optimizer import OptimizerSettings

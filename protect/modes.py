@@ -60,7 +60,8 @@ class Target:
     recipe: dict | None
 
 
-TargetMaker = Callable[[TargetRequest, "LoadedImage"], Target]
+#: ``maker(request, image, on_step=None)``; ``on_step(done, total)`` follows a generated target's denoising steps
+TargetMaker = Callable[..., Target]
 _MAKERS: dict[str, TargetMaker] = {}
 
 
@@ -105,10 +106,15 @@ def _user_image(request: TargetRequest, image: LoadedImage) -> Target:
     return Target(tensor, {"kind": "image", "path": str(request.image.resolve()), "sha256": request.image_sha256})
 
 
-def make_target(request: TargetRequest, image: LoadedImage) -> Target:
-    """The target for ``image`` under ``request``: a tensor of the image's size and a recipe."""
+def make_target(request: TargetRequest, image: LoadedImage,
+                on_step: Callable[[int, int], None] | None = None) -> Target:
+    """The target for ``image`` under ``request``: a tensor of the image's size and a recipe.
+
+    ``on_step(done, total)``: called after each denoising step while a made target is generated; an
+    exception it raises (a cancel) stops the generation and propagates.
+    """
     if request.kind == "none":
         return Target(None, None)
     if request.kind == "image":
         return _user_image(request, image)
-    return _MAKERS[request.kind](request, image)
+    return _MAKERS[request.kind](request, image, on_step=on_step)

@@ -117,10 +117,10 @@ def batch_target_options(args: argparse.Namespace, maker: TargetMaker | None = N
         cache_dir=args.target_cache, clip_model=args.clip_model, settings=settings, progress=not args.quiet,
     )
 
-    def make(request, loaded):
+    def make(request, loaded, on_step=None):
         o = request.options
         made = maker.make(request.mode, loaded.rgb, style=o.get("style"), concept=o.get("concept"),
-                          anchor=o.get("anchor"), pattern=o.get("pattern") or PATTERNS[0])
+                          anchor=o.get("anchor"), pattern=o.get("pattern") or PATTERNS[0], on_step=on_step)
         return Target(made.image, made.recipe)
 
     for k in KINDS:

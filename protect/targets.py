@@ -42,7 +42,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -621,8 +621,39 @@ class ClipScorer:
 # the maker
 
 
-def _call_pipeline(pipe: Any, **kwargs: Any) -> Tensor:
-    """Call ``pipe`` with the keyword arguments it accepts; return images as (N,3,H,W) float32 CPU [0,1]."""
+#: ``on_step(done, total)``: called after each denoising step of a target's generation; it may raise to stop it
+StepCallback = Callable[[int, int], None]
+
+
+class _StepCounter:
+    """Counts the denoising steps of one target over its generator calls and reports them as (done, total).
+
+    Passed to diffusers as ``callback_on_step_end``, so an exception raised by ``on_step`` (a cancel)
+    leaves the pipeline at once, mid-generation.
+    """
+
+    def __init__(self, on_step: StepCallback | None, total: int) -> None:
+        self.on_step, self.total, self.done = on_step, max(1, total), 0
+
+    def advance(self, steps: int = 1) -> None:
+        if steps <= 0:
+            return
+        self.done = min(self.total, self.done + steps)
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        self.advance()
+        return callback_kwargs
+
+
+def _call_pipeline(pipe: Any, counter: _StepCounter | None = None, **kwargs: Any) -> Tensor:
+    """Call ``pipe`` with the keyword arguments it accepts; return images as (N,3,H,W) float32 CPU [0,1].
+
+    ``counter`` is called after every denoising step (where the pipeline takes ``callback_on_step_end``).
+    """
+    if counter is not None:
+        kwargs["callback_on_step_end"] = counter
     params = inspect.signature(pipe.__call__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
@@ -693,19 +724,24 @@ class TargetMaker:
         concept: str | None = None,
         anchor: str | None = None,
         pattern: str = DEFAULT_PATTERN,
+        on_step: StepCallback | None = None,
     ) -> MadeTarget:
         """The target for ``image`` (1,3,H,W in [0,1]) in ``mode``: cloak (``style``: a built-in name, free text
-        or "auto", the default), poison (``anchor`` required; ``concept`` recorded) or immunize (``pattern``)."""
+        or "auto", the default), poison (``anchor`` required; ``concept`` recorded) or immunize (``pattern``).
+
+        ``on_step(done, total)`` is called after every denoising step of a generated target (not for a cached
+        one or a pattern); an exception it raises stops the generation at once and propagates."""
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if image.ndim != 4 or image.shape[:2] != (1, 3):
             raise ConfigError(f"an image must be a (1, 3, H, W) tensor, not {tuple(image.shape)}")
         if mode == "cloak":
-            return self.style_target(image, style or "auto")
+            return self.style_target(image, style or "auto", on_step=on_step)
         if mode == "poison":
             if not anchor or not anchor.strip():
                 raise ConfigError("--mode poison needs --anchor CONCEPT (what the image should teach instead)")
-            return self.anchor_target(image, anchor.strip(), concept=concept.strip() if concept else None)
+            return self.anchor_target(image, anchor.strip(), concept=concept.strip() if concept else None,
+                                      on_step=on_step)
         return self.pattern_target(image, pattern)
 
     def pattern_target(self, image: Tensor, pattern: str = DEFAULT_PATTERN) -> MadeTarget:
@@ -722,8 +758,9 @@ class TargetMaker:
         """Pick a built-in style distant from ``images`` (CLIP when available); see :func:`choose_style`."""
         return choose_style(images, self._clip_scorer())
 
-    def style_target(self, image: Tensor, style: str = "auto") -> MadeTarget:
-        """Glaze-style target: ``image`` re-rendered by img2img with the style's prompt."""
+    def style_target(self, image: Tensor, style: str = "auto", on_step: StepCallback | None = None) -> MadeTarget:
+        """Glaze-style target: ``image`` re-rendered by img2img with the style's prompt (``on_step``: see
+        :meth:`make`)."""
         s = self.settings
         source = self._source("cloak")
         digest = image_digest(image)
@@ -752,9 +789,11 @@ class TargetMaker:
         pipe = self._pipeline(source, "img2img")
         h, w = image.shape[-2:]
         gh, gw = generation_size(pipe, h, w, s.resolution)
-        self._cost_note(pipe, "style", max(1, int(s.steps * s.strength)), (gh, gw), 1)
+        denoising = max(1, int(s.steps * s.strength))  # img2img runs the last `strength` of the schedule
+        self._cost_note(pipe, "style", denoising, (gh, gw), 1)
         images = _call_pipeline(
-            pipe, prompt=prompt, image=_resize(image.float().cpu().clamp(0, 1), (gh, gw)), strength=s.strength,
+            pipe, _StepCounter(on_step, denoising), prompt=prompt,
+            image=_resize(image.float().cpu().clamp(0, 1), (gh, gw)), strength=s.strength,
             num_inference_steps=s.steps, guidance_scale=s.guidance, negative_prompt=s.negative_prompt,
             generator=torch.Generator("cpu").manual_seed(s.seed),
         )
@@ -769,8 +808,10 @@ class TargetMaker:
             recipe["style_choice"] = {"auto": True, "by": choice.by, "distances": choice.distances}
         return self._store(key, target, recipe)
 
-    def anchor_target(self, image: Tensor, anchor: str, *, concept: str | None = None) -> MadeTarget:
-        """Nightshade-style target: the best of ``candidates`` txt2img images of "a photo of a {anchor}"."""
+    def anchor_target(self, image: Tensor, anchor: str, *, concept: str | None = None,
+                      on_step: StepCallback | None = None) -> MadeTarget:
+        """Nightshade-style target: the best of ``candidates`` txt2img images of "a photo of a {anchor}"
+        (``on_step``: see :meth:`make`; a cached candidate counts as its steps done)."""
         s = self.settings
         source = self._source("poison")
         digest = image_digest(image)
@@ -794,6 +835,7 @@ class TargetMaker:
         gen: tuple[int, int] | None = None
         candidates: list[Tensor] = []
         made_with: dict | None = None  # the recipe of a cached candidate: how it was generated
+        counter = _StepCounter(on_step, s.steps * len(seeds))
         for seed in seeds:
             # candidates do not depend on the artwork, only on its aspect ratio: cached apart, so that a
             # portfolio of same-shaped images generates them once
@@ -805,16 +847,19 @@ class TargetMaker:
             if cached is not None:
                 candidates.append(cached[0])
                 made_with = made_with or cached[1]
+                counter.advance(s.steps)
                 continue
             if pipe is None:
                 pipe = self._pipeline(source, "text2img")
                 gen = generation_size(pipe, h, w, s.resolution)
                 self._cost_note(pipe, "anchor", s.steps, gen, len(seeds))
+            before = counter.done
             img = _call_pipeline(
-                pipe, prompt=prompt, height=gen[0], width=gen[1], num_inference_steps=s.steps,
+                pipe, counter, prompt=prompt, height=gen[0], width=gen[1], num_inference_steps=s.steps,
                 guidance_scale=s.guidance, negative_prompt=s.negative_prompt,
                 generator=torch.Generator("cpu").manual_seed(seed),
             )[:1]
+            counter.advance(before + s.steps - counter.done)  # a scheduler may run fewer steps than asked
             img = quantize8(img)
             if self.cache is not None:
                 self.cache.put(ckey, img, {**ckey_fields, **self._model_fields(source, pipe)})

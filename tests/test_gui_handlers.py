@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import imagecodecs
@@ -205,7 +206,7 @@ def test_style_cloak_with_a_made_target(tmp_path, bench, tiny_sd_dir, monkeypatc
     from protect import target_flags
 
     monkeypatch.setattr(target_flags, "GenerationSettings",
-                        lambda: targets.GenerationSettings(steps=2, strength=0.5, candidates=2))
+                        lambda: targets.GenerationSettings(steps=4, strength=0.5, candidates=2))
     art = _rgba(tmp_path / "a.png")
     settings = JobSettings(mode="cloak", style="cubism", target_model=str(tiny_sd_dir), clip_model="none", steps=2,
                            **CPU)
@@ -216,6 +217,21 @@ def test_style_cloak_with_a_made_target(tmp_path, bench, tiny_sd_dir, monkeypatc
     assert "style 'cubism'" in result.images[0].metrics
     again = run_job(bench, [art], settings)  # the maker is kept, and the target comes from its cache
     assert again.images[0].record["target"]["cache"]["hit"] is True
+
+    # cancel while a new target is being generated: it stops there, mid-generation
+    cancel = threading.Event()
+
+    class Watched(JobProgress):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "message" and "making its target: step 1 of" in value:
+                self.__dict__.setdefault("seen", []).append(value)
+                cancel.set()
+
+    watched = Watched()
+    stopped = run_job(bench, [art], replace(settings, style="ukiyo-e"), progress=watched, cancel=cancel)
+    assert watched.seen == ["Image 1 of 1: a.png (making its target: step 1 of 2)..."]
+    assert stopped.cancelled == 1 and not stopped.images and watched.phase == "cancelled"
 
 
 def test_presets_and_expected_time(bench):

@@ -114,3 +114,38 @@ def test_missing_generator_is_one_clear_error(tmp_path, tiny_models, caplog):
                     "--target-cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"))
     assert code in (1, 2)
     assert "nobody/nothing" in caplog.text and "hf download" in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["cloak", "poison"])
+def test_cancel_stops_target_generation_mid_way(tmp_path, tiny_models, tiny_sd_dir, monkeypatch, mode):
+    """An app's cancel acts inside the generator's denoising loop: no further step, no search, nothing written."""
+    from protect.batch import BatchHooks, run_batch
+    from protect.cli import parse_protect_args, protect_options
+
+    monkeypatch.setattr(target_flags, "GenerationSettings",
+                        lambda: targets.GenerationSettings(steps=8, strength=0.5, candidates=2))
+    art = _png(tmp_path / "art.png", 32, 32, 0)
+    made = ["--style", "cubism"] if mode == "cloak" else ["--mode", "poison", "--anchor", "cat", "--clip-model", "none"]
+    out = tmp_path / "out"
+    args = parse_protect_args([str(art), *made, "--target-model", str(tiny_sd_dir), "--target-cache",
+                               str(tmp_path / "cache"), "--out", str(out), *tiny_protect_args(tiny_models, steps=3)])
+    seen: list[tuple[int, int]] = []
+    searched: list[object] = []
+
+    def on_target_step(job, done, total):
+        seen.append((done, total))
+        return done < 2  # cancel after the second denoising step
+
+    summary = run_batch(protect_options(args), BatchHooks(on_target_step=on_target_step,
+                                                          on_step=lambda job, info: searched.append(info)))
+    total = 4 if mode == "cloak" else 16  # img2img runs steps x strength; txt2img steps x candidates
+    assert seen == [(1, total), (2, total)]
+    assert [o.status for o in summary.outcomes] == ["cancelled"] and not searched
+    assert not (out / "art.png").exists() and not (out / "art.json").exists()
+    assert not list((tmp_path / "cache").rglob("*.png"))  # a cancelled generation is not cached
+
+    # the same run without cancelling reports every step and finishes
+    seen.clear()
+    summary = run_batch(protect_options(args), BatchHooks(on_target_step=lambda job, d, t: seen.append((d, t))))
+    assert [o.status for o in summary.outcomes] == ["done"] and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == list(range(1, total + 1))
