@@ -37,6 +37,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 PHOTOS = ["LadyBird", "Storm", "Wood", "Elephants"]
 
 
+def add_photo_arguments(ap: argparse.ArgumentParser, workdir: str) -> None:
+    """The options every photo benchmark shares: which photos and target, where images/models are, the work folder."""
+    ap.add_argument("--photos", nargs="+", default=PHOTOS, help="names in ../shared/images (without .jpg)")
+    ap.add_argument("--target", default="YellowFlower", help="target photo name (default YellowFlower)")
+    ap.add_argument("--images", type=Path, default=SHARED / "images")
+    ap.add_argument("--models-dir", type=Path, default=SHARED / "models")
+    ap.add_argument("--workdir", type=Path, default=Path(workdir))
+
+
 def load_square(path: Path, size: int) -> torch.Tensor:
     rgb = load_image(path).rgb
     return F.interpolate(rgb, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
@@ -81,11 +90,7 @@ def make_sets(args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", nargs="+", default=PHOTOS, help="names in ../shared/images (without .jpg)")
-    ap.add_argument("--target", default="YellowFlower", help="target photo name (default YellowFlower)")
-    ap.add_argument("--images", type=Path, default=SHARED / "images")
-    ap.add_argument("--models-dir", type=Path, default=SHARED / "models")
-    ap.add_argument("--workdir", type=Path, default=Path("bench-out/eval-strength"))
+    add_photo_arguments(ap, "bench-out/eval-strength")
     ap.add_argument("--encoder", default="taef2", help="encoder to protect against (default taef2)")
     ap.add_argument("--eval-encoders", nargs="+", default=["taef2", "taesana"],
                     help="encoders to measure in (default taef2 and taesana: taesana measures transfer)")

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from eval_strength import SHARED, load_square  # same folder: benchmarks/
+from eval_strength import add_photo_arguments, load_square  # same folder: benchmarks/
 
 from protect.cli import main as fixative
 from protect.engine import Protector
@@ -34,8 +34,6 @@ from protect.images import load_image, save_png
 from protect.optimizer import OptimizerSettings
 from protect.platforms import get_platform, robust_for
 from protect.robust import ROBUST_LEVELS, settings_for
-
-PHOTOS = ["LadyBird", "Storm", "Wood", "Elephants"]
 
 
 def protect_sets(args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path]:
@@ -103,11 +101,7 @@ def check_targets(out: Path, robust: str) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", nargs="+", default=PHOTOS, help="names in ../shared/images (without .jpg)")
-    ap.add_argument("--target", default="YellowFlower", help="target photo name (default YellowFlower)")
-    ap.add_argument("--images", type=Path, default=SHARED / "images")
-    ap.add_argument("--models-dir", type=Path, default=SHARED / "models")
-    ap.add_argument("--workdir", type=Path, default=Path("bench-out/robust"))
+    add_photo_arguments(ap, "bench-out/robust")
     ap.add_argument("--encoder", default="taef2")
     ap.add_argument("--robust", choices=[lvl for lvl in ROBUST_LEVELS if lvl != "off"], default="web")
     ap.add_argument("--for", dest="platform", metavar="PLATFORM",

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from gui.views import decoded_view
 from protect.engine import Protector
 from protect.images import save_png
 from protect.optimizer import OptimizerSettings
@@ -79,9 +80,7 @@ def main() -> None:
                                                           seed=0))
     protected = result.image.float().cpu().reshape(1, 3, SIZE, SIZE)
     encoder = protector.encoders[0]
-    with torch.no_grad():
-        seen_before = encoder.decode(encoder(art), size=(SIZE, SIZE)).float()
-        seen_after = encoder.decode(encoder(protected), size=(SIZE, SIZE)).float()
+    seen_before, seen_after = decoded_view(encoder, art), decoded_view(encoder, protected)
     diff = (protected - art).abs().amax(dim=1, keepdim=True)
     gain = 1 / max(float(diff.max()), 1e-6)
     m = result.metrics

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import torch
@@ -362,11 +362,6 @@ class Sampler:
     def draws(self) -> list[Draw]:
         """One step's draws (``settings.samples`` of them)."""
         return [self.draw() for _ in range(self.settings.samples)]
-
-
-def with_overrides(settings: RobustSettings, **changes) -> RobustSettings:
-    """A copy with some fields changed (validated again)."""
-    return replace(settings, **changes)
 
 
 def decode_pass(encoders: Sequence) -> Callable[[Tensor], Tensor] | None:

@@ -642,6 +642,10 @@ class _StepCounter:
         if self.on_step is not None:
             self.on_step(self.done, self.total)
 
+    def advance_to(self, done: int) -> None:
+        """Report every step up to ``done`` (after a call whose pipeline ran fewer steps or reported none)."""
+        self.advance(done - self.done)
+
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         self.advance()
         return callback_kwargs
@@ -791,12 +795,14 @@ class TargetMaker:
         gh, gw = generation_size(pipe, h, w, s.resolution)
         denoising = max(1, int(s.steps * s.strength))  # img2img runs the last `strength` of the schedule
         self._cost_note(pipe, "style", denoising, (gh, gw), 1)
+        counter = _StepCounter(on_step, denoising)
         images = _call_pipeline(
-            pipe, _StepCounter(on_step, denoising), prompt=prompt,
+            pipe, counter, prompt=prompt,
             image=_resize(image.float().cpu().clamp(0, 1), (gh, gw)), strength=s.strength,
             num_inference_steps=s.steps, guidance_scale=s.guidance, negative_prompt=s.negative_prompt,
             generator=torch.Generator("cpu").manual_seed(s.seed),
         )
+        counter.advance_to(denoising)
         target = quantize8(_resize(images[:1], (h, w)))
         recipe = {
             "kind": "style", "mode": "cloak", "style": name, "prompt": prompt,
@@ -859,7 +865,7 @@ class TargetMaker:
                 guidance_scale=s.guidance, negative_prompt=s.negative_prompt,
                 generator=torch.Generator("cpu").manual_seed(seed),
             )[:1]
-            counter.advance(before + s.steps - counter.done)  # a scheduler may run fewer steps than asked
+            counter.advance_to(before + s.steps)
             img = quantize8(img)
             if self.cache is not None:
                 self.cache.put(ckey, img, {**ckey_fields, **self._model_fields(source, pipe)})

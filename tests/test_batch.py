@@ -1,7 +1,6 @@
 """The portfolio batch, end to end on tiny offline models: formats, bad files, names, resume, shards."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,9 +19,7 @@ from protect.images import load_image
 from protect.manifest import INDEX_NAME, verify
 from protect.presets import budget_for, effort_for
 
-from tiny import tiny_protect_args
-
-REPO = Path(__file__).resolve().parents[1]
+from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
 
 
 def _protect(models: Path, *args: str, steps: int = 3) -> int:
@@ -251,10 +248,6 @@ def test_two_shards_do_every_image_exactly_once(tmp_path, tiny_models, target, c
     assert verify(out).ok and len(json.loads((out / INDEX_NAME).read_text())["entries"]) == 5
 
 
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
 def test_kill_9_mid_batch_then_rerun_finishes_the_rest(tmp_path, tiny_models, target, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -263,7 +256,7 @@ def test_kill_9_mid_batch_then_rerun_finishes_the_rest(tmp_path, tiny_models, ta
     before = corpus.snapshot(folder)
     out = tmp_path / "out"
     args = [str(folder), "--target", str(target), "--out", str(out), *tiny_protect_args(tiny_models, steps=40)]
-    proc = subprocess.Popen([sys.executable, "-m", "protect.cli", "protect", *args], env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "protect.cli", "protect", *args], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("k*.png")):
@@ -293,17 +286,10 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
     for i in range(4):
         Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"m{i}.png")
     out = tmp_path / "out"
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(port), "-m", "protect.cli", "protect", str(folder), "--target", str(target),
-              "--out", str(out), "--json", *(a for a in tiny_protect_args(tiny_models) if a != "-q")]
-    run = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    launch = two_process_launch("protect.cli", "protect", str(folder), "--target", str(target),
+                                "--out", str(out), "--json", *(a for a in tiny_protect_args(tiny_models) if a != "-q"))
+    run = subprocess.run(launch, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, launch_failure(run.stderr)
     summary = json.loads(run.stdout)
     inputs = [i["input"] for i in summary["images"] if i["status"] == "done"]
     assert sorted(Path(i).name for i in inputs) == [f"m{i}.png" for i in range(4)]  # each exactly once

@@ -9,21 +9,17 @@ LoRA loaded and unloaded; the whole mimicry + poisoning experiment through the c
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tiny import launch_failure, subprocess_env, two_process_launch
+
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _write_images(folder: Path, names: list[str], seed: int, size: tuple[int, int] = (40, 48)) -> Path:
     """Smooth random colour images (PNG) named ``NAME.png``."""
@@ -45,10 +41,6 @@ def _perturbed_copies(src: Path, dest: Path, seed: int, amplitude: int = 12) -> 
         noise = rng.integers(-amplitude, amplitude + 1, arr.shape)
         Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8)).save(dest / p.name)
     return dest
-
-
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 # --- captions ----------------------------------------------------------------------------------------
@@ -237,16 +229,11 @@ def test_mimicry_refuses_bad_setups(tmp_path, tiny_sd_dir, caplog):
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_sd_dir):
     data = _write_images(tmp_path / "data", [f"cat_{i}" for i in range(4)], 7)
     out = tmp_path / "run"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(port), "-m", "protect.cli", "eval", "finetune", "--model", str(tiny_sd_dir),
-              "--train", str(data), "--captions", "auto", "--out", str(out), "--resolution", "32",
-              "--max-steps", "3", "--checkpoint-every", "2", "--device", "cpu"]
-    run = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    launch = two_process_launch("protect.cli", "eval", "finetune", "--model", str(tiny_sd_dir), "--train", str(data),
+                                "--captions", "auto", "--out", str(out), "--resolution", "32",
+                                "--max-steps", "3", "--checkpoint-every", "2", "--device", "cpu")
+    run = subprocess.run(launch, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, launch_failure(run.stderr)
     record = json.loads((out / "run.json").read_text())
     assert record["processes"] == 2 and record["status"] == "done" and record["steps"] == 3
     assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()

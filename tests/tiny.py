@@ -74,3 +74,33 @@ def tiny_protect_args(models: Path, steps: int = 3) -> list[str]:
     """Flags that make ``fixative protect`` run on the ``tiny_models`` fixture's folder, quickly and quietly."""
     return ["--encoder", str(models / "taesd" / "tiny_encoder.pth"), "--models-dir", str(models),
             "--steps", str(steps), "--precision", "fp32", "--device", "cpu", "-q"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for a test's child Python process: offline, one thread, this checkout importable."""
+    import os
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def two_process_launch(*module_args: str) -> list[str]:
+    """``accelerate launch`` of ``python -m MODULE_ARGS...`` as 2 CPU processes (gloo) on a free local port."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), "-m", *module_args]
+
+
+def launch_failure(stderr: str, tail: int = 3000) -> str:
+    """What to show when a launched run failed: its error lines (progress bars of the other process interleave
+    with them), else the end of stderr."""
+    errors = [line for line in stderr.splitlines() if "Error" in line or "Traceback" in line or "error:" in line]
+    return "\n".join(errors)[-tail:] or stderr[-tail:]
