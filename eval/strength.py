@@ -18,7 +18,12 @@ countermeasure is applied to the original x and the protected x' alike, with the
   style ratio = ``style(D(E(C(x'))), t) / style(D(E(C(x))), t)`` (below 1 = the decoded view moved
   towards the target's style);
 - noise control: the same efficacy for Gaussian noise scaled to the protected image's LPIPS, to
-  tell a protection from a perturbation of the same visibility.
+  tell a protection from a perturbation of the same visibility;
+- training views (conditions named ``training view 512 crop`` and ``training view 1024 px``, see
+  :func:`protect.views.evaluation_views`): what a model trained on the file sees after the trainer's
+  resize: the original, the protected image *and the target* are viewed alike (shorter side 512 px with
+  a centre crop; longer side 1024 px), then measured as above. Any protection (Fixative's or another
+  tool's) is measured there, so what survives a trainer's resize shows beside the full-size figure.
 """
 
 from __future__ import annotations
@@ -63,10 +68,13 @@ from protect.errors import ConfigError, FixativeError
 from protect.metrics import linf, psnr, ssim
 from protect.perceptual import Perceptual
 from protect.store import ModelStore
+from protect.views import evaluation_views
 
 log = logging.getLogger(__name__)
 
 NONE = "none"
+#: conditions that measure a training view (the target viewed alike) are named with this prefix
+VIEW_PREFIX = "training view "
 IMPERCEPTIBILITY_KEYS = ("lpips_alex", "lpips_vgg", "psnr", "ssim", "linf")
 MIN_GAIN = 0.01
 """Below this mean gain without countermeasure there is no protection to retain (retention = None)."""
@@ -88,6 +96,7 @@ class StrengthSettings:
     - ``impress``: run IMPRESS purification; ``purifier``: the autoencoder spec it uses (None =
       the first measured encoder with a decoder, else taef2); ``impress_settings``.
     - ``noise_control``: also measure LPIPS-matched Gaussian noise.
+    - ``training_views``: also measure at the trainers' views (:func:`protect.views.evaluation_views`).
     - ``detectors``: run the stealth detectors; ``poison_fraction``: the share of images that are
       protected in each detection trial (the rest are clean originals).
     - ``max_side``: measure images downscaled so the longer side is at most this (None = as is).
@@ -115,6 +124,7 @@ class StrengthSettings:
     purifier: str | None = None
     impress_settings: ImpressSettings = field(default_factory=ImpressSettings)
     noise_control: bool = True
+    training_views: bool = True
     detectors: bool = True
     poison_fraction: float = 0.15
     max_side: int | None = None
@@ -481,6 +491,8 @@ class StrengthEvaluator:
                 per_encoder[name] = eff
             result.efficacy[cname] = per_encoder
             log.debug("%s: %s done", pair.name, cname)
+        if self.settings.training_views:
+            result.efficacy.update(self._training_views(x, xp, t))
         if self.classifier is not None:
             with torch.no_grad():
                 crops = quadrant_crops(torch.cat([x, xp]))
@@ -493,6 +505,24 @@ class StrengthEvaluator:
         grid = {"png": self._grid(x, xp, t, decoded_view), "columns": self._grid_columns(x, xp, t, decoded_view)}
         result.seconds = time.perf_counter() - started
         return result, features, grid
+
+    @torch.no_grad()
+    def _training_views(self, x: Tensor, xp: Tensor, t: Tensor | None) -> dict[str, dict[str, EncoderEfficacy]]:
+        """Efficacy per encoder at each trainer's view, the target (if any) viewed like the images."""
+        out = {}
+        for label, view in evaluation_views(*x.shape[-2:]).items():
+            clean, prot = view(x), view(xp)
+            per_encoder = {}
+            for name, enc in zip(self.names, self.encoders, strict=True):
+                tz = enc(view(t)).float() if t is not None else None
+                per_encoder[name] = self._efficacy(enc, clean, prot, tz)[0]
+            out[VIEW_PREFIX + label] = per_encoder
+        return out
+
+    def conditions(self) -> list[str]:
+        """The condition names measured, in order: none, the countermeasures, the training views."""
+        views = [VIEW_PREFIX + v for v in evaluation_views(1024, 1024)] if self.settings.training_views else []
+        return [NONE] + [c.name for c in self.countermeasures] + views
 
     @torch.no_grad()
     def _noise_control(self, x, xp, t, target_latents, lpips_value: float, index: int) -> dict:
@@ -585,7 +615,7 @@ class StrengthEvaluator:
         out: dict = {"images": len(results), "mode": sorted({r.mode for r in results})}
         out["imperceptibility"] = {k: _stats([r.imperceptibility.get(k) for r in results])
                                    for k in IMPERCEPTIBILITY_KEYS}
-        conditions = [NONE] + [c.name for c in self.countermeasures]
+        conditions = self.conditions()
         eff: dict = {}
         for cname in conditions:
             eff[cname] = {}

@@ -16,7 +16,9 @@ INTENSITY_LOOKS = {
     "high": "visible on flat areas and gradients; the strongest protection",
 }
 INTENSITY_LABELS = {"low": "Low (subtle)", "medium": "Medium (balanced)", "high": "High (strongest)"}
-QUALITY_LABELS = {"fast": "Fast", "standard": "Standard", "best": "Best"}
+#: the most megapixels a search with training views runs at (shorter side 1024 px of a 16:9 image)
+SEARCH_MEGAPIXELS = 1.87
+QUALITY_LABELS = {"preview": "Preview", "fast": "Fast", "standard": "Standard", "best": "Best"}
 
 
 @dataclass
@@ -48,11 +50,12 @@ class SpeedTable:
 
     def estimate(self, encoders: list[str], device: str, steps: int, limit: float | None,
                  megapixels: float) -> float | None:
-        """Expected search seconds for one image of ``megapixels`` (None before any measurement)."""
+        """Expected search seconds for one image of ``megapixels`` (None before any measurement). With training
+        views the search runs at most at the largest view's size, so the cost stops growing above it."""
         rate = self.per_step_mp(encoders, device)
         if rate is None:
             return None
-        seconds = steps * rate[0] * megapixels
+        seconds = steps * rate[0] * min(megapixels, SEARCH_MEGAPIXELS)
         return min(seconds, limit) if limit else seconds
 
 
@@ -145,6 +148,10 @@ def metrics_words(record: dict) -> str:
         for name, d in after.items():
             lines.append(f"- **Effect on the model ({_short(name)})**: what it sees moved {d:.2f} away from the "
                          "original's encoding (latent distance; larger is stronger).")
+    at_views = m.get("view_ratio") or {}
+    if at_views:
+        lines.append("- **What a model trained on it sees** (the file resized as trainers do): ratio "
+                     + ", ".join(f"{r:.3f} at the {name} view" for name, r in at_views.items()) + ".")
     if m.get("steps") is not None:
         why = _STOPPED.get(m.get("stopped", ""), m.get("stopped", ""))
         tiles = f" over {m['tiles']} tiles" if m.get("tiles", 1) > 1 else ""

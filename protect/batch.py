@@ -93,6 +93,7 @@ class BatchOptions:
     tile_batch: int | None = None  # tiles per batched pass (None: automatic, see Protector.protect)
     robust: str = "web"  # off | web | strong (protect.robust)
     platform: str | None = None  # --for PLATFORM (protect.platforms); None with "web" = the generic platform
+    views: str = "train"  # train | off (protect.views): protect what a trainer's resized views show
 
 
 @dataclass
@@ -152,6 +153,7 @@ class Outcome:
     seconds: float | None = None
     compressed: dict | None = None
     checked: dict | None = None  # distance ratio on each check encoder (transfer from the crafting ones)
+    view_ratio: dict | None = None  # distance ratio at each evaluation training view (protect.views)
 
 
 @dataclass
@@ -367,6 +369,7 @@ def _run_settings(opts: BatchOptions, request: TargetRequest, models: list[dict]
         "lpips_net": opts.lpips_net,
         "tile_size": opts.tile_size,
         "robust": _robust_entry(opts),
+        "views": _views_entry(opts),
         "encoders": [{"spec": m["spec"], "sha256": [f["sha256"] for f in m["files"]]} for m in models],
         "lpips": [f["sha256"] for f in lpips["files"]],
         "format": opts.format,
@@ -396,8 +399,19 @@ def _robust_entry(opts: BatchOptions) -> dict | str:
             "base": base.describe() if base is not None else None}
 
 
+def _views_entry(opts: BatchOptions) -> dict | str:
+    """The training views as recorded and hashed: "off", or the preset's data."""
+    from protect.views import views_for
+
+    views = views_for(opts.views)
+    return "off" if views is None else views.describe()
+
+
 def robust_settings(opts: BatchOptions, size: tuple[int, int]):
-    """The :class:`~protect.robust.RobustSettings` for one image of ``size`` (H, W), or None (off)."""
+    """The :class:`~protect.robust.RobustSettings` for one image of ``size`` (H, W), or None (off).
+
+    With training views the encoders already see the image shrunk to a trainer's size, smaller than any
+    platform's limit, so the platform's own downscale is not drawn again on top of it."""
     from protect.robust import settings_for
 
     platform = platform_for(opts)
@@ -405,7 +419,7 @@ def robust_settings(opts: BatchOptions, size: tuple[int, int]):
         return settings_for(opts.robust)
     from protect.platforms import get_platform, robust_for
 
-    return robust_for(get_platform(platform), size, opts.robust)
+    return robust_for(get_platform(platform), None if opts.views != "off" else size, opts.robust)
 
 
 def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:
@@ -420,7 +434,7 @@ def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:
 def remeasure(protector, source, saved, target, objective: str, tile_size: int) -> dict:
     """LPIPS, PSNR, SSIM, L-inf and the distance ratio of a re-decoded (compressed) file against the original."""
     m = protector.measure(source, saved, target, objective=objective, tile_size=tile_size)
-    keys = ("lpips", "psnr", "ssim", "linf", "distance_after", "ratio", "mean_ratio")
+    keys = ("lpips", "psnr", "ssim", "linf", "distance_after", "ratio", "mean_ratio", "views", "view_ratio")
     return {k: getattr(m, k) for k in keys}
 
 
@@ -471,7 +485,8 @@ class _Runner:
                          replace=False)
             return Outcome(str(job.input), "skipped", str(job.output), str(job.record),
                            lpips=done.get("metrics", {}).get("lpips"),
-                           mean_ratio=done.get("metrics", {}).get("mean_ratio"))
+                           mean_ratio=done.get("metrics", {}).get("mean_ratio"),
+                           view_ratio=done.get("metrics", {}).get("view_ratio"))
 
         loaded = load_image(job.input, max_pixels=opts.max_pixels)
         if loaded.alpha is not None and opts.format == "jpeg":
@@ -483,7 +498,7 @@ class _Runner:
 
         settings = OptimizerSettings(method=opts.method, steps=opts.steps, seconds=opts.seconds, seed=opts.seed,
                                      linf=opts.linf, precision=opts.precision,
-                                     robust=robust_settings(opts, tuple(loaded.rgb.shape[-2:])))
+                                     robust=robust_settings(opts, tuple(loaded.rgb.shape[-2:])), views=opts.views)
         bar = bar_factory(job.input.name, opts.steps)
 
         def progress(info) -> bool | None:
@@ -558,7 +573,8 @@ class _Runner:
         m = result.metrics
         checked = {n: m.ratio[n] for n in m.checked} if m.checked and m.ratio else None
         return Outcome(str(job.input), "done", str(job.output), str(job.record), lpips=m.lpips,
-                       mean_ratio=m.mean_ratio, seconds=round(time.perf_counter() - started, 2), compressed=compressed,
+                       mean_ratio=m.mean_ratio, view_ratio=m.view_ratio,
+                       seconds=round(time.perf_counter() - started, 2), compressed=compressed,
                        checked=checked)
 
 
@@ -568,6 +584,8 @@ def _describe(outcome: Outcome) -> str:
         parts.append(f"LPIPS {outcome.lpips:.4f}")
     if outcome.mean_ratio is not None:
         parts.append(f"distance ratio {outcome.mean_ratio:.3f}")
+    if outcome.view_ratio:
+        parts.append("at training views: " + ", ".join(f"{n} {r:.3f}" for n, r in outcome.view_ratio.items()))
     if outcome.checked:
         parts.append("on check encoders: " + ", ".join(f"{n} {r:.3f}" for n, r in outcome.checked.items()))
     if outcome.seconds is not None:

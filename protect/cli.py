@@ -29,6 +29,7 @@ from protect.modes import MODES
 from protect.optimizer import METHODS, PRECISIONS
 from protect.presets import INTENSITIES, QUALITIES
 from protect.robust import DEFAULT_ROBUST, ROBUST_LEVELS
+from protect.views import DEFAULT_VIEWS, VIEW_LEVELS
 
 log = logging.getLogger("fixative")
 
@@ -98,6 +99,11 @@ def _build_parser() -> argparse.ArgumentParser:
                         "and resizing), web (survives platforms' JPEG and resizing; without --for it protects for "
                         "the generic pipeline, 2048 px and JPEG 85), strong (also noise, blur and encode-decode; "
                         f"slower) (default {DEFAULT_ROBUST})")
+    p.add_argument("--views", choices=VIEW_LEVELS, default=DEFAULT_VIEWS,
+                   help="train (default): protect what a model trained on the image sees, its views resized to "
+                        "trainers' sizes (shorter side 512-1024 px, buckets of 0.25-1 MP), cropped and flipped; "
+                        "the search cost then stops growing with the image's size. off: the image at its own size "
+                        "only, in tiles")
     p.add_argument("--for", dest="platform", metavar="PLATFORM",
                    help="protect for a platform's upload pipeline (its size limit and JPEG quality): "
                         "generic, instagram, x, facebook, artstation, deviantart, tumblr, bluesky, mastodon")
@@ -206,7 +212,7 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
         target_options=target_flags.batch_target_options(args, maker=target_maker),
         check_encoders=args.check_encoders, tile_batch=args.tile_batch,
-        robust=args.robust or DEFAULT_ROBUST, platform=args.platform,
+        robust=args.robust or DEFAULT_ROBUST, platform=args.platform, views=args.views,
     )
 
 

@@ -10,6 +10,7 @@ quantisation to the output's bit depth, until the saved pixels are within the bu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,14 +61,18 @@ class LpipsBudget:
         levels: int | None = None,
         iters: int = 12,
         max_scale: float = 1.0,
+        tolerance: float = 0.005,
     ) -> tuple[Tensor, float, float]:
         """Largest scale s in [0, max_scale] with LPIPS(q(x + s*d), x) <= limit (default: the budget).
 
         ``q`` quantises to ``levels`` when given, so the check is on exactly the pixels that
         will be saved. With ``max_scale`` > 1 a perturbation that leaves budget unused is
         stretched to use it. Returns (s * d after the range clamp and quantisation, its LPIPS,
-        s). Bisection (LPIPS grows with s in practice); the returned candidate is always one
-        that was measured within the limit.
+        s). A bracket search (LPIPS grows with s in practice): each next scale is where the
+        measured end of the bracket predicts the limit, LPIPS growing about as s squared, kept
+        inside the bracket; it stops once the bracket is within ``tolerance`` (relative) or after
+        ``iters`` measurements, so a full-size check of a large image costs a few LPIPS passes.
+        The returned candidate is always one that was measured within the limit.
         """
         limit = self.budget if limit is None else limit
 
@@ -82,16 +87,20 @@ class LpipsBudget:
             top = self.measure(make(max_scale))
             if top <= limit:
                 return make(max_scale) - self.source, top, max_scale
-            lo, hi, lo_val = 1.0, max_scale, full
+            lo, hi, lo_val, hi_val = 1.0, max_scale, full, top
         else:
-            lo, hi, lo_val = 0.0, 1.0, 0.0
+            lo, hi, lo_val, hi_val = 0.0, 1.0, 0.0, full
         for _ in range(iters):
-            mid = (lo + hi) / 2
+            if hi - lo <= tolerance * hi:
+                break
+            guess = hi * math.sqrt(limit / hi_val) * (1 - tolerance / 2) if hi_val > 0 else (lo + hi) / 2
+            margin = 0.1 * (hi - lo)
+            mid = min(max(guess, lo + margin), hi - margin)
             v = self.measure(make(mid))
             if v <= limit:
                 lo, lo_val = mid, v
             else:
-                hi = mid
+                hi, hi_val = mid, v
         if lo == 0.0:
             return torch.zeros_like(delta), 0.0, 0.0
         return make(lo) - self.source, lo_val, lo

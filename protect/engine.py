@@ -23,16 +23,21 @@ from protect.encoders import Encoder, load_encoders
 from protect.errors import ConfigError
 from protect.metrics import linf, psnr, ssim
 from protect.objectives import AwayFromSource, Objective, TowardsTarget
-from protect.optimizer import OptimizerSettings, StepInfo, search
+from protect.optimizer import OptimizerSettings, SavedFileLpips, StepInfo, ViewedImages, search
 from protect.perceptual import Perceptual
+from protect.robust import resize
 from protect.store import ModelStore
 from protect.tiling import Tile, blend, plan_tiles, tile_weights
+from protect.views import View, evaluation_views, work_size
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("target", "away")
 #: largest factor by which the final step may stretch a perturbation that leaves budget unused
 STRETCH_MAX = 1.5
+#: with training views, larger images are measured at the training views only (encoding an 18 MP image three
+#: times at full size would cost more than its whole search); ``fixative eval strength`` measures any size
+FULL_MEASURE_PIXELS = 4_200_000
 
 
 @dataclass
@@ -46,7 +51,16 @@ class ProtectionMetrics:
     - ``ratio``: per encoder, after / before (target objective only; lower is stronger); includes the
       ``checked`` encoders, which were measured but not crafted against (transfer).
     - ``mean_ratio``: the mean of ``ratio`` over the crafting encoders (None for "away").
-    - ``steps``, ``seconds``: search effort (all tiles); ``stopped``: why the search ended.
+    - ``full_size``: whether the figures above were measured at full size; with training views, images over
+      :data:`FULL_MEASURE_PIXELS` are measured at the training views only (the distances are then empty
+      and the ratios None).
+    - ``views``: per training view of :func:`protect.views.evaluation_views` ("512 crop", "1024 px"), per
+      encoder, the same ratio (target) or shift (away) measured on that view of the images: what a
+      model trained on the saved file sees; ``view_ratio``: per view, the mean over the crafting
+      encoders (target objective only).
+    - ``steps``, ``seconds``: search effort (all tiles; seconds from the start to the saved pixels, the final
+      check included); ``search_seconds``: the search alone (what a time limit bounds); ``stopped``: why
+      the search ended.
     - ``scale``: the final scale factor (1 = the search's result kept as is; < 1 scaled back into the
       budget; > 1 stretched into budget the search left unused).
     """
@@ -66,6 +80,10 @@ class ProtectionMetrics:
     tiles: int
     encoders: list[str]
     checked: list[str] = field(default_factory=list)
+    views: dict[str, dict[str, float]] = field(default_factory=dict)
+    view_ratio: dict[str, float] | None = None
+    full_size: bool = True
+    search_seconds: float = 0.0
 
 
 @dataclass
@@ -105,6 +123,19 @@ def tile_batch_size(free_bytes: int, per_tile_bytes: int, tiles: int, use: float
     if per_tile_bytes <= 0:
         return tiles
     return max(1, min(tiles, int(free_bytes * use // per_tile_bytes)))
+
+
+@torch.no_grad()
+def view_ratio(encoder: Encoder, view: View, source: Tensor, protected: Tensor, target: Tensor | None) -> float:
+    """What a model trained on ``view`` of the protected image sees: with a ``target``, the distance ratio
+    ``||E(V(x')) - E(V(t))|| / ||E(V(x)) - E(V(t))||`` (1 = no effect, lower is stronger); without, the
+    relative shift ``||E(V(x')) - E(V(x))|| / ||E(V(x))||`` (0 = no effect). Images are 1x3xHxW in [0,1]."""
+    moved, seen = encoder(view(protected)).float(), encoder(view(source)).float()
+    if target is None:
+        return float((moved - seen).norm() / seen.norm().clamp_min(1e-12))
+    ref = encoder(view(target)).float()
+    before = float((seen - ref).norm())
+    return float((moved - ref).norm()) / before if before > 0 else 1.0
 
 
 class Protector:
@@ -187,7 +218,9 @@ class Protector:
           0.03 is very subtle, 0.07 a good default, 0.1 and above becomes visible.
         - ``levels``: the output's quantisation (255 for 8-bit files, 65535 for 16-bit).
         - ``tile_size``/``tile_overlap``: images larger than ``tile_size`` on a side are
-          protected in overlapping tiles (pixels).
+          protected in overlapping tiles (pixels); not with training views (``settings.views``), where
+          the search runs on the largest training view's resolution, whatever the image's size, and the
+          perturbation is upsampled (bicubic) to full size before the final check.
         - ``tile_batch``: tiles searched together in one batched pass; None = automatic (as many as
           the free GPU memory holds on CUDA, see :func:`tile_batch_size`; one at a time on the CPU,
           where batching does not pay).
@@ -217,22 +250,37 @@ class Protector:
             target = target.to(self.device, torch.float32)
         self.set_channels_last(settings.channels_last)
         height, width = source.shape[-2:]
-        tiles = plan_tiles(height, width, tile_size, tile_overlap, self.align)
+        views = settings.views
         started = time.perf_counter()
+        if views is not None:
+            # what trainers see of the file is at most the largest view: search there, whatever the size
+            work = work_size(height, width, views)
+            search_source = resize(source, work)
+            tiles = [Tile(0, 0, *work)]
+        else:
+            search_source = source
+            tiles = plan_tiles(height, width, tile_size, tile_overlap, self.align)
 
-        deltas, steps, stopped = [], 0, []
+        deltas, steps, stopped, searched = [], 0, [], 0.0
         total_area = sum(t.height * t.width for t in tiles)
-        per_pass = self._tile_batch(tile_batch, tiles, source, target, objective, budget, settings)
+        per_pass = 1 if views is not None else self._tile_batch(tile_batch, tiles, source, target, objective,
+                                                                 budget, settings)
+        viewed = None
         for first in range(0, len(tiles), per_pass):
             group = tiles[first : first + per_pass]
             tile_settings = settings
             if settings.seconds is not None and len(tiles) > 1:
                 share = settings.seconds * sum(t.height * t.width for t in group) / total_area
                 tile_settings = replace(settings, seconds=share)
-            src = torch.cat([t.crop(source) for t in group])
+            src = torch.cat([t.crop(search_source) for t in group])
             tgt = torch.cat([t.crop(target) for t in group]) if target is not None and objective == "target" else None
             obj = self._objective(objective)
-            obj.prepare(self.encoders, src, tgt)
+            if views is not None:
+                obj.bind(self.encoders)
+                viewed = ViewedImages(source, target if objective == "target" else source, views, settings.seed,
+                                      towards=objective == "target")
+            else:
+                obj.prepare(self.encoders, src, tgt)
             constraint = LpipsBudget(self.perceptual, src, budget)
 
             def relay(info: StepInfo, first: int = first, size: int = len(group)) -> bool | None:
@@ -240,25 +288,36 @@ class Protector:
                     return None
                 return callback(TileProgress(**vars(info), tile=first + 1, tiles=len(tiles), group=size))
 
-            outcome = search(src, self.encoders, obj, constraint, tile_settings, relay)
+            calibrate = saved = None
+            if views is not None and tuple(src.shape[-2:]) != (height, width):
+                calibrate = self._saved_file_estimate(source, budget, levels, settings.linf)
+                saved = SavedFileLpips(self.perceptual, source, tuple(src.shape[-2:]), settings.linf, settings.seed)
+
+            outcome = search(src, self.encoders, obj, constraint, tile_settings, relay, viewed, calibrate, saved)
             deltas.extend(outcome.delta.split(1))
             steps += outcome.steps
+            searched += outcome.seconds
             stopped.append(outcome.stopped)
             if outcome.stopped == "cancelled":
                 deltas.extend(torch.zeros_like(t.crop(source)) for t in tiles[first + len(group) :])
                 break
-        del src, tgt, constraint
+        del src, tgt, constraint, viewed, saved
 
         if len(tiles) == 1:
             delta = deltas[0]
         else:
             delta = blend(deltas, tiles, tile_weights(tiles, height, width, source.device), source)
+        if views is not None and tuple(delta.shape[-2:]) != (height, width):
+            # the saved file holds the perturbation at full size: bicubic upsampling, cap kept
+            delta = resize(delta, (height, width))
+            if settings.linf is not None:
+                delta = delta.clamp(-settings.linf, settings.linf)
 
         # the guarantee: quantise, then scale back until LPIPS of the saved pixels is within budget
         final = LpipsBudget(self.perceptual, source, budget)
         with torch.no_grad():
             delta_q, lp, scale = final.scale_back(delta, levels=levels)
-            if len(tiles) == 1 and scale == 1.0 and lp < budget * 0.99 and settings.linf is None:
+            if len(tiles) == 1 and scale == 1.0 and lp < budget * 0.99 and settings.linf is None and views is None:
                 # budget left unused (the search's autocast LPIPS runs a little high): stretch the
                 # perturbation into it, and keep the stretch only if the objective agrees
                 stretched, lp_s, scale_s = final.scale_back(delta, levels=levels, max_scale=STRETCH_MAX)
@@ -266,7 +325,11 @@ class Protector:
                     delta_q, lp, scale = stretched, lp_s, scale_s
         protected = quantize(source + delta_q, levels)
         seconds = time.perf_counter() - started
-        metrics = self._measure(source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped)
+        cells = plan_tiles(height, width, tile_size, tile_overlap, self.align) if views is not None else tiles
+        full = views is None or height * width <= FULL_MEASURE_PIXELS
+        metrics = self._measure(source, protected, target, objective, lp, cells, steps, seconds, scale, stopped,
+                                full_size=full)
+        metrics.tiles, metrics.search_seconds = len(tiles), searched
         return ProtectionResult(
             protected.cpu(),
             alpha,
@@ -278,11 +341,33 @@ class Protector:
                 "tile_size": tile_size,
                 "tile_overlap": tile_overlap,
                 "tile_batch": per_pass,
+                "work_size": [tiles[0].height, tiles[0].width] if views is not None else None,
                 "device": str(self.device),
                 "lpips_net": self.perceptual.net,
                 **asdict(settings),
             },
         )
+
+    def _saved_file_estimate(self, source: Tensor, budget: float, levels: int, cap: float | None,
+                             cells: int = 4, size: int = 768) -> Callable[[Tensor], float]:
+        """delta at work resolution -> LPIPS of the file it gives, estimated on ``cells`` cells of ``size`` px
+        spread over the full-size image (LPIPS is a spatial mean: the cells' mean estimates the whole
+        image's at a fraction of its cost; the engine's final check is exact)."""
+        height, width = source.shape[-2:]
+        grid = plan_tiles(height, width, size, 0, self.align)
+        picked = [grid[round(i * (len(grid) - 1) / max(1, cells - 1))] for i in range(min(cells, len(grid)))]
+        checks = [(t, LpipsBudget(self.perceptual, t.crop(source), budget)) for t in dict.fromkeys(picked)]
+
+        @torch.no_grad()
+        def estimate(delta: Tensor) -> float:
+            up = resize(delta, (height, width))
+            if cap is not None:
+                up = up.clamp(-cap, cap)
+            values = [check.measure(quantize(t.crop(source) + t.crop(up), levels)) for t, check in checks]
+            return sum(v * t.height * t.width for (t, _), v in zip(checks, values, strict=True)) / sum(
+                t.height * t.width for t, _ in checks)
+
+        return estimate
 
     @torch.no_grad()
     def measure(
@@ -355,19 +440,23 @@ class Protector:
     def _distance(a: list[Tensor], b: list[Tensor]) -> float:
         return sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b, strict=True)) ** 0.5
 
-    def _measure(self, source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped):
+    def _measure(self, source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped,
+                 full_size: bool = True):
         names = [getattr(e, "name", type(e).__name__) for e in self.encoders]
         checked = [getattr(e, "name", type(e).__name__) for e in self.check_encoders]
         before, after, ratio = {}, {}, None
         for name, enc in zip(names + checked, self.encoders + self.check_encoders, strict=True):
+            if not full_size:
+                break
             reference = self._latents(enc, target if objective == "target" else source, tiles)
             moved = self._latents(enc, protected, tiles)
             after[name] = self._distance(moved, reference)
             before[name] = 0.0
             if objective == "target":
                 before[name] = self._distance(self._latents(enc, source, tiles), reference)
-        if objective == "target":
+        if objective == "target" and full_size:
             ratio = {n: after[n] / before[n] if before[n] > 0 else 1.0 for n in before}
+        views = self._view_figures(source, protected, target if objective == "target" else None)
         order = ("cancelled", "seconds", "early-stop", "steps")
         why = next((w for w in order if w in stopped), "steps")
         return ProtectionMetrics(
@@ -386,4 +475,23 @@ class Protector:
             tiles=len(tiles),
             encoders=names,
             checked=checked,
+            views=views,
+            view_ratio={v: sum(r[n] for n in names) / len(names) for v, r in views.items()}
+            if objective == "target" else None,
+            full_size=full_size,
         )
+
+    @torch.no_grad()
+    def _view_figures(self, source: Tensor, protected: Tensor, target: Tensor | None) -> dict[str, dict[str, float]]:
+        """Per evaluation view (:func:`protect.views.evaluation_views`), per encoder (crafting and checked):
+        the distance ratio to ``target`` of that view of the images, or with no target the relative shift
+        ``||E(V(x')) - E(V(x))|| / ||E(V(x))||``."""
+        out: dict[str, dict[str, float]] = {}
+        encoders = self.encoders + self.check_encoders
+        names = [getattr(e, "name", type(e).__name__) for e in encoders]
+        for label, view in evaluation_views(*source.shape[-2:]).items():
+            figures = {}
+            for name, enc in zip(names, encoders, strict=True):
+                figures[name] = view_ratio(enc, view, source, protected, target)
+            out[label] = figures
+        return out

@@ -57,13 +57,20 @@ class Objective:
     #: protection shifts it with the protected image (see :mod:`protect.robust`)
     reference_image: Tensor | None = None
 
-    def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
+    def bind(self, encoders: Sequence[Encoder]) -> None:
+        """Use these encoders without preparing any latent: for callers that pass ``references`` and
+        ``starts`` to :meth:`per_sample` themselves (training views, see :mod:`protect.views`)."""
+        self.encoders = list(encoders)
+
+    def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None,
+                   starts: Sequence[Tensor] | None = None) -> Tensor:
         """The loss of each image of the batch (shape [N]), from its latent under each encoder.
 
         A batch holds independent images (or tiles): each one's term depends only on its own latents,
         so the gradient of :meth:`loss` for one image does not depend on the others.
         ``references``: per encoder, the latent to compare with in place of the prepared one
-        (that of :attr:`reference_image` after the same geometric change as the image's).
+        (that of :attr:`reference_image` after the same geometric change as the image's);
+        ``starts``: per encoder, the normaliser in place of the prepared one (shape [N]).
         """
         raise NotImplementedError
 
@@ -90,17 +97,18 @@ class TowardsTarget(Objective):
             raise ValueError("a target image is needed to move the latent towards it")
         if target.shape != source.shape:
             raise ValueError(f"target shape {tuple(target.shape)} != image shape {tuple(source.shape)}")
-        self.encoders = list(encoders)
+        self.bind(encoders)
         with torch.no_grad():
             self.reference_image = target
             self.target_latents = [e(target).float() for e in self.encoders]
             src = [e(source).float() for e in self.encoders]
             self.start = [_sq_dist(s, t).clamp_min(1e-12) for s, t in zip(src, self.target_latents, strict=True)]
 
-    def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
+    def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None,
+                   starts: Sequence[Tensor] | None = None) -> Tensor:
         refs = self.target_latents if references is None else references
         terms = [w * _sq_dist(z, t) / s for w, z, t, s in
-                 zip(self._weights(), latents, refs, self.start, strict=True)]
+                 zip(self._weights(), latents, refs, self.start if starts is None else starts, strict=True)]
         return torch.stack(terms).sum(0)
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
@@ -116,16 +124,17 @@ class AwayFromSource(Objective):
     kind = "away-from-source"
 
     def prepare(self, encoders: Sequence[Encoder], source: Tensor, target: Tensor | None = None) -> None:
-        self.encoders = list(encoders)
+        self.bind(encoders)
         with torch.no_grad():
             self.reference_image = source
             self.source_latents = [e(source).float() for e in self.encoders]
             self.scale = [(z**2).flatten(1).sum(1).clamp_min(1e-12) for z in self.source_latents]
 
-    def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
+    def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None,
+                   starts: Sequence[Tensor] | None = None) -> Tensor:
         refs = self.source_latents if references is None else references
         terms = [-w * _sq_dist(z, s) / n for w, z, s, n in
-                 zip(self._weights(), latents, refs, self.scale, strict=True)]
+                 zip(self._weights(), latents, refs, self.scale if starts is None else starts, strict=True)]
         return torch.stack(terms).sum(0)
 
     def distances(self, latents: Sequence[Tensor]) -> list[float]:

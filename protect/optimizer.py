@@ -44,7 +44,8 @@ from torch import Tensor
 
 from protect.constraints import LinfCap, LpipsBudget
 from protect.errors import ConfigError
-from protect.robust import RobustSettings, Sampler, decode_pass, settings_for
+from protect.robust import Draw, RobustSettings, Sampler, decode_pass, resize, settings_for
+from protect.views import TrainingViews, View, ViewSampler, views_for
 
 if TYPE_CHECKING:
     from protect.encoders import Encoder
@@ -78,6 +79,9 @@ class OptimizerSettings:
     - ``channels_last``: NHWC memory layout for the convolutions (faster with oneDNN/cuDNN).
     - ``robust``: countermeasures to average over at each step (:class:`protect.robust.RobustSettings`,
       or a preset name "off", "web", "strong"); None = off. Its draws are seeded by ``seed``.
+    - ``views``: training views (:class:`protect.views.TrainingViews`, or a preset name "train", "off"):
+      the encoders see a trainer's resized, cropped, flipped views of the image instead of the image
+      at its own size, and the search runs at the largest view's resolution; None = off.
     """
 
     method: str = "fixative"
@@ -90,9 +94,11 @@ class OptimizerSettings:
     precision: str = "auto"
     channels_last: bool = True
     robust: RobustSettings | None = None
+    views: TrainingViews | None = None
 
     def __post_init__(self) -> None:
         self.robust = settings_for(self.robust)
+        self.views = views_for(self.views)
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
@@ -170,11 +176,105 @@ def precision_context(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class ViewedImages:
+    """The full-size original and reference image (the target, or the original for "away") as training views.
+
+    The search runs at the work resolution (:func:`protect.views.work_size`); the saved file is the original
+    at full size plus the perturbation upsampled to it. A trainer's view of that file is, resizing being
+    linear, the view of the original plus the perturbation resized to the view's size: the original's and
+    the reference's resized copies are made once per size from the full-size pixels, so a step costs what the
+    view costs, whatever the artwork's size.
+
+    ``reference_latents`` of a view (and the chain's shift) are computed without gradients and cached
+    (at most 32); ``start`` is, per view size and encoder, the unperturbed squared latent distance per
+    latent element, measured on the first view of that size: the objective's normaliser.
+    """
+
+    def __init__(self, source: Tensor, reference: Tensor, views: TrainingViews, seed: int, towards: bool):
+        if source.shape[0] != 1:
+            raise ConfigError("training views protect one image at a time")
+        self.source, self.reference, self.towards = source, reference, towards
+        self.sampler = ViewSampler(views, source.shape[-2], source.shape[-1], seed)
+        self._resized: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        self._latents: OrderedDict[tuple, list[Tensor]] = OrderedDict()
+        self._start: dict[tuple[int, int], list[float]] = {}
+
+    def resized(self, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """(original, reference) at ``size`` (antialiased bicubic from full size), cached."""
+        if size not in self._resized:
+            with torch.no_grad():
+                self._resized[size] = (resize(self.source, size), resize(self.reference, size))
+        return self._resized[size]
+
+    def references(self, view: View, draw: Draw, encoders, amp, device) -> tuple[list[Tensor], list[Tensor]]:
+        """Per encoder: the reference latent of this view (after the chain's shift), and the normaliser."""
+        key = (view, draw.shift)
+        if key not in self._latents:
+            src, ref = self.resized(view.size)
+            with torch.no_grad(), precision_context(amp, device):
+                self._latents[key] = [e(draw.geometry(view.crop(ref))).float() for e in encoders]
+                if view.size not in self._start:
+                    if self.towards:
+                        seen = [e(draw.geometry(view.crop(src))).float() for e in encoders]
+                        dist = [((a - b) ** 2).mean() for a, b in zip(seen, self._latents[key], strict=True)]
+                    else:
+                        dist = [(z**2).mean() for z in self._latents[key]]
+                    self._start[view.size] = [max(float(d), 1e-12) for d in dist]
+            if len(self._latents) > 32:
+                self._latents.popitem(last=False)
+        refs = self._latents[key]
+        starts = [torch.full((1,), s * r[0].numel(), device=r.device) for s, r in
+                  zip(self._start[view.size], refs, strict=True)]
+        return refs, starts
+
+
+class SavedFileLpips:
+    """LPIPS of the saved file, as the search sees it when it runs below full size (training views).
+
+    LPIPS is not scale-invariant: a perturbation searched at work resolution and upsampled into an 18 MP
+    file puts its texture at the few-pixel scale that LPIPS (alex) weighs most, so its LPIPS on the file
+    can be several times its LPIPS at work resolution. :meth:`penalty` measures the real thing on a random
+    ``crop`` x ``crop`` px window of the full-size image each step (the perturbation upsampled there,
+    differentiably): the search's LPIPS penalty then steers the perturbation towards what the file can
+    afford, at the cost of one small LPIPS pass. LPIPS being a spatial mean, the windows estimate the whole
+    image's value; the budget itself is still enforced on the whole file by the engine's final check.
+    """
+
+    def __init__(self, perceptual, source: Tensor, work: tuple[int, int], cap: float | None, seed: int,
+                 crop: int = 512):
+        self.perceptual, self.source, self.work, self.cap = perceptual, source, tuple(work), cap
+        self.crop = crop
+        self.generator = torch.Generator().manual_seed(int(seed) * 7907 + 3)
+
+    def _pick(self, count: int) -> int:
+        return int(torch.randint(0, max(1, count), (), generator=self.generator))
+
+    def penalty(self, delta: Tensor) -> Tensor:
+        """LPIPS (shape [1]) of one random full-size window of the file ``delta`` (work resolution) gives."""
+        height, width = self.source.shape[-2:]
+        (h, w), c = self.work, min(self.crop, *self.source.shape[-2:])
+        fy, fx = height / h, width / w
+        top, left = self._pick(height - c + 1), self._pick(width - c + 1)
+        # the work-resolution region under the window, with a margin for the bicubic kernel
+        y0, x0 = max(0, math.floor(top / fy) - 3), max(0, math.floor(left / fx) - 3)
+        y1, x1 = min(h, math.ceil((top + c) / fy) + 3), min(w, math.ceil((left + c) / fx) + 3)
+        up = torch.nn.functional.interpolate(delta[..., y0:y1, x0:x1], scale_factor=(fy, fx), mode="bicubic",
+                                             align_corners=False, recompute_scale_factor=False)
+        oy, ox = min(top - round(y0 * fy), up.shape[-2] - c), min(left - round(x0 * fx), up.shape[-1] - c)
+        part = up[..., oy : oy + c, ox : ox + c]
+        if self.cap is not None:
+            part = part.clamp(-self.cap, self.cap)
+        window = self.source[..., top : top + c, left : left + c]
+        return self.perceptual.distance((window + part).clamp(0, 1), window)
+
+
 class _Search:
     """State shared by the three methods: the models, limits, callback and the per-step forward."""
 
-    def __init__(self, source, encoders, objective, budget, settings, callback):
+    def __init__(self, source, encoders, objective, budget, settings, callback, viewed=None, saved=None):
         self.source = source
+        self.viewed = viewed
+        self.saved = saved
         self.encoders = list(encoders)
         self.objective = objective
         self.budget = budget
@@ -194,7 +294,9 @@ class _Search:
         """Per-image objective (and LPIPS) of x + delta, shapes [N]; differentiable w.r.t. delta. With robust
         settings the objective is the mean over this step's drawn countermeasures; LPIPS is of x + delta itself."""
         image = (self.source + delta).clamp(0, 1).contiguous(memory_format=self.memory_format)
-        if self.sampler is None:
+        if self.viewed is not None:
+            obj = self._viewed_objective(delta)
+        elif self.sampler is None:
             with precision_context(self.amp, self.device):
                 latents = [e(image) for e in self.encoders]
             obj = self.objective.per_sample(latents).float()
@@ -209,8 +311,23 @@ class _Search:
         lp = None
         if with_lpips:
             with precision_context(self.amp, self.device):
-                lp = self.budget.value(image).float()
+                lp = (self.budget.value(image) if self.saved is None else self.saved.penalty(delta)).float()
         return obj, lp
+
+    def _viewed_objective(self, delta: Tensor) -> Tensor:
+        """The objective averaged over this step's training views (each composed with a drawn robust chain)."""
+        viewed, terms = self.viewed, []
+        draws = self.sampler.draws() if self.sampler is not None else [Draw()]
+        for draw in draws:
+            view = viewed.sampler.draw()
+            src, _ = viewed.resized(view.size)
+            seen = view.crop((src + resize(delta, view.size)).clamp(0, 1))
+            seen = draw.apply(seen, self.roundtrip).contiguous(memory_format=self.memory_format)
+            refs, starts = viewed.references(view, draw, self.encoders, self.amp, self.device)
+            with precision_context(self.amp, self.device):
+                latents = [e(seen) for e in self.encoders]
+            terms.append(self.objective.per_sample(latents, refs, starts).float())
+        return torch.stack(terms).mean(0)
 
     def _references(self, shift: tuple[int, int] | None) -> list[Tensor] | None:
         """The objective's reference latents for an image shifted by ``shift`` px (cached, at most 16)."""
@@ -237,18 +354,26 @@ class _Search:
             delta.clamp_(-self.cap.eps, self.cap.eps)
         delta.copy_((self.source + delta).clamp(0, 1) - self.source)
 
-    def shrink_to(self, delta: Tensor, limit: float, iters: int = 6) -> Tensor:
+    def shrink_to(self, delta: Tensor, limit: float, iters: int = 6, values: Tensor | None = None) -> Tensor:
         """In place: scale each image's delta so that its LPIPS is just under ``limit`` (those already
-        under it are left alone); returns the per-image scale factors (shape [N])."""
-        over = self.measure(delta) > limit
+        under it are left alone); returns the per-image scale factors (shape [N]).
+
+        LPIPS grows about as the square of the scale, so the first try is the scale that model predicts
+        (usually within the limit: one LPIPS pass); images still over it are bisected below that try.
+        ``values``: the LPIPS of ``delta`` if already measured."""
+        values = self.measure(delta) if values is None else values
+        over = values > limit
         scale = torch.ones(delta.shape[0])
         if not bool(over.any()):
             return scale
-        lo, hi = torch.zeros(delta.shape[0]), torch.ones(delta.shape[0])
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            ok = self.measure(delta * _per_image(mid, delta)) <= limit
-            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        guess = torch.where(over, (limit / values.clamp_min(1e-12)).sqrt() * 0.99, scale)
+        ok = self.measure(delta * _per_image(guess, delta)) <= limit
+        todo = over & ~ok  # still over at the predicted scale: bisect in [0, guess]
+        lo, hi = torch.where(ok, guess, torch.zeros_like(guess)), guess.clone()
+        for _ in range(iters if bool(todo.any()) else 0):
+            mid = torch.where(todo, (lo + hi) / 2, lo)
+            good = self.measure(delta * _per_image(mid, delta)) <= limit
+            lo, hi = torch.where(todo & good, mid, lo), torch.where(todo & ~good, mid, hi)
         scale = torch.where(over, lo, scale)
         delta.mul_(_per_image(scale, delta))
         return scale
@@ -270,6 +395,9 @@ def search(
     budget: LpipsBudget,
     settings: OptimizerSettings,
     callback: StepCallback | None = None,
+    viewed: ViewedImages | None = None,
+    calibrate: Callable[[Tensor], float] | None = None,
+    saved: SavedFileLpips | None = None,
 ) -> SearchOutcome:
     """Find a perturbation of ``source`` (Nx3xHxW in [0,1]) for ``objective`` within ``budget``.
 
@@ -278,9 +406,15 @@ def search(
     multiplier, projection and best iterate; only the step/time limits and early stop are shared.
     The callback is called after every step with a :class:`StepInfo` (objective: the batch's mean;
     LPIPS: its largest); returning ``False`` cancels the search (the best result so far is returned).
+    ``viewed``: with training views, the full-size images the views are made from (``source`` is then the
+    work-resolution copy that the budget is measured on, and the objective a random sample, as robust).
+    ``calibrate``: delta -> the budget's measure of the file it would give (at full size, after quantising);
+    called at every tenth of the search, it rescales the limit the search projects onto (the budget at work
+    resolution is a proxy for the one on the saved file), so that the final check needs little or no
+    scaling back; ``saved``: the LPIPS penalty is then taken on the saved file (:class:`SavedFileLpips`).
     """
     s = settings
-    run = _Search(source, encoders, objective, budget, s, callback)
+    run = _Search(source, encoders, objective, budget, s, callback, viewed, saved)
     start = time.perf_counter()
 
     if s.method == "pgd":
@@ -299,12 +433,14 @@ def search(
     adam = torch.optim.Adam([delta], lr=lr0, betas=(0.9, 0.99)) if s.method != "pgd" else None
 
     inner = budget.budget * 0.97  # margin for autocast error; the engine's fp32 check is exact
+    checkpoints = [k / 10 for k in range(1, 10)] if calibrate is not None else []
     count = source.shape[0]
     mu = torch.zeros(count)  # one LPIPS multiplier per image: the images of a batch are independent
     best = torch.full((count,), math.inf)
     best_delta = delta.detach().clone()
     since_best, stopped, history, step = 0, "steps", [], 0
-    robust = run.sampler is not None  # a sampled objective: keep the final iterate, no early stop
+    # a sampled objective (robust chains, training views): keep the final iterate, no early stop
+    robust = run.sampler is not None or viewed is not None
     last_step_time = 0.0
     while step < s.steps:
         elapsed = time.perf_counter() - start
@@ -316,6 +452,15 @@ def search(
         if s.seconds:
             progress = max(progress, elapsed / s.seconds)
 
+        if checkpoints and progress >= checkpoints[0] and s.method != "pgd":
+            checkpoints = [c for c in checkpoints if c > progress]
+            with torch.no_grad():
+                proxy, saved = float(run.measure(delta).max()), calibrate(delta.detach())
+            if proxy > 0 and saved > 0:
+                # both grow about as the square of the perturbation: keep the proxy where the file meets the budget
+                inner = min(max(budget.budget * 0.97 * proxy / saved, budget.budget * 0.05), 0.99)
+                log.debug("calibrated at %.0f %%: proxy %.4f, saved file %.4f -> limit %.4f", 100 * progress, proxy,
+                          saved, inner)
         obj, lp = run.forward(delta, with_lpips=s.method != "pgd")
         values = obj.detach().cpu()
         lp_value = float(lp.detach().max()) if lp is not None else float("nan")
@@ -352,11 +497,12 @@ def search(
                     group["lr"] = _cosine(progress, lr0, lr0 * 0.05)
                 adam.step()
                 run.project_box(delta)
-                overshoot = run.measure(delta) > inner
+                measured = run.measure(delta)
+                overshoot = measured > inner
                 # dual update of the LPIPS multiplier: up while steps leave the budget, down inside
                 mu = torch.where(overshoot, torch.clamp(mu * MU_UP, min=MU_FLOOR), mu * MU_DOWN)
                 if bool(overshoot.any()):
-                    run.shrink_to(delta, inner)
+                    run.shrink_to(delta, inner, values=measured)
         step += 1
         last_step_time = time.perf_counter() - t0
 

@@ -14,11 +14,16 @@ in a soft-focus photo (PSNR 23 dB); with the 8/255 cap the same run gave PSNR 32
 distance ratio of 0.53 instead of 0.43. ``--budget`` alone (no preset) applies no cap unless
 ``--linf`` is given.
 
-| ``--quality`` | steps | time limit per image |
+| ``--quality`` | steps | search time limit per image |
 | --- | --- | --- |
+| ``preview`` | 8 | 5 s |
 | ``fast`` | 60 | 60 s |
-| ``standard`` (default) | 300 | none |
+| ``standard`` (default) | 300 | 200 s |
 | ``best`` | 1000 | 900 s |
+
+With training views (``--views train``, the default) a step costs the same at any image size above
+about 1 MP, so each preset gives the same protection in the same time on a 1 MP and an 18 MP
+artwork; the limits were chosen from the gain-versus-steps curve of ``benchmarks/artwork.py``.
 
 ``--budget`` and ``--steps``/``--seconds`` give the numbers directly and win over a preset.
 """
@@ -40,8 +45,9 @@ class Quality:
 
 
 QUALITIES: dict[str, Quality] = {
+    "preview": Quality(steps=8, seconds=5.0),
     "fast": Quality(steps=60, seconds=60.0),
-    "standard": Quality(steps=300, seconds=None),
+    "standard": Quality(steps=300, seconds=200.0),
     "best": Quality(steps=1000, seconds=900.0),
 }
 DEFAULT_QUALITY = "standard"

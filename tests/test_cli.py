@@ -96,7 +96,7 @@ def test_check_encoder_and_tile_batch_flags(tmp_path, models, capsys, caplog):
     target = _png(tmp_path / "target.png", 48, 300, 1)
     out = tmp_path / "out"
     code = _run(models, str(art), "--out", str(out), "--target", str(target), "--check-encoder", str(other),
-                "--tile-size", "160", "--tile-batch", "2", "--json")
+                "--tile-size", "160", "--tile-batch", "2", "--views", "off", "--json")
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     record = json.loads(Path(summary["images"][0]["record"]).read_text())
@@ -104,9 +104,31 @@ def test_check_encoder_and_tile_batch_flags(tmp_path, models, capsys, caplog):
     assert metrics["checked"] == [str(other)] and len(metrics["encoders"]) == 1
     assert set(metrics["ratio"]) == {metrics["encoders"][0], str(other)}
     assert summary["images"][0]["checked"] == {str(other): metrics["ratio"][str(other)]}
-    assert record["settings"]["tile_batch"] == 2 and metrics["tiles"] >= 2
+    assert record["settings"]["tile_batch"] == 2 and metrics["tiles"] >= 2  # tiles: with --views off
     with pytest.raises(SystemExit):
         main(["protect", str(art), "--out", str(out), "--tile-batch", "0"])
     assert "must be at least 1" in capsys.readouterr().err
     assert main(["protect", str(art), "--out", str(out), "--tile-size", "100"]) == 2
     assert "--tile-size must be at least 160" in caplog.text
+
+
+@pytest.mark.parametrize("quality,limit", [("preview", 5.0), ("fast", 60.0)])
+def test_quality_presets_keep_their_time_limit_on_a_large_image(tmp_path, models, quality, limit):
+    # 2400 x 3200 (7.7 MP) with alpha: the default training views search at 1024 px, whatever the size
+    art = _png(tmp_path / "big.png", 2400, 3200, 3, alpha=True)
+    target = _png(tmp_path / "target.png", 300, 400, 4)
+    out = tmp_path / "out"
+    code = main(["protect", str(art), "--target", str(target), "--out", str(out), "--quality", quality,
+                 "--encoder", str(models / "taesd" / "tiny_encoder.pth"), "--models-dir", str(models),
+                 "--precision", "fp32", "--device", "cpu", "-q"])
+    assert code == 0
+    record = json.loads((out / "big.json").read_text())
+    m, s = record["metrics"], record["settings"]
+    assert s["seconds"] == limit and s["views"]["name"] == "train" and s["work_size"] == [1024, 1365]
+    assert m["search_seconds"] <= limit + 3.0  # no step starts past the limit
+    assert m["steps"] >= 1 and m["tiles"] == 1 and not m["full_size"] and m["mean_ratio"] is None
+    assert set(m["view_ratio"]) == {"512 crop", "1024 px"}
+    saved = load_image(out / "big.png")
+    assert saved.size == (2400, 3200) and saved.alpha is not None
+    np.testing.assert_array_equal(saved.alpha, load_image(art).alpha)  # alpha bit-exact
+    assert record["run_settings"]["views"]["name"] == "train"

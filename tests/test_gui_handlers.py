@@ -241,8 +241,10 @@ def test_presets_and_expected_time(bench):
     speed = SpeedTable()
     assert "not measured yet" in quality_table(speed, ["taef2"], "cpu", None, "fast")
     speed.add(["taef2"], "cpu", 10, 5.0, 0.5, "test")  # 1 s per step per megapixel
-    text = quality_table(speed, ["taef2"], "cpu", 2.0, "standard")
-    assert "| **Standard** | 300 | none | about 10 min |" in text  # 300 steps x 1 s x 2 MP
+    text = quality_table(speed, ["taef2"], "cpu", 1.5, "standard")
+    assert "| **Standard** | 300 | 3 min | about 3 min |" in text  # 300 steps x 1 s x 1.5 MP, capped at 200 s
+    assert "| Preview | 8 | 5 s | about 5 s |" in text
+    assert "| Best | 1000 | 15 min | about 15 min |" in text
     assert "| Fast | 60 | 60 s | about 60 s |" in text  # capped by the preset's time limit
     assert "1 s per step per megapixel" in text
     message = measure_speed(bench, JobSettings(**CPU), size=64, steps=3)
