@@ -14,13 +14,15 @@ Prints, in one run:
    work) with the same search time as the default run took, side by side with it.
 3. **Steps** (``--curve``): at 512 x 512, the gain (1 - ratio) after 1, 2, 4, ... steps, with the default
    robust mix and without it: the curve the presets' step counts and time limits were chosen from.
+4. **Presets** (``--presets``): ``Garden.jpg`` (2560 x 1600) towards ``Wood.jpg`` with ``--quality fast`` and the
+   artwork at 512 x 512 with ``--quality preview``: their search time against the preset's limit.
 
 Wall-clock figures on a machine shared with other work carry contention; the CPU seconds (user + system
 of the protecting process) are the steadier figure.
 
     python benchmarks/artwork.py --models-dir ../shared/models
     python benchmarks/artwork.py --sizes 17.9 --pairs artwork --compare      # one size, with the comparison
-    python benchmarks/artwork.py --curve --sizes --pairs                       # the curve alone
+    python benchmarks/artwork.py --curve --presets --sizes --no-square         # the curve and the presets alone
 """
 
 from __future__ import annotations
@@ -163,6 +165,19 @@ def curve_part(args, protector: Protector) -> None:
         print("| " + " | ".join(cells) + " |", flush=True)
 
 
+def presets_part(args, protector: Protector) -> None:
+    print("\n4. presets at their time limits")
+    print(HEADER)
+    garden, wood = args.images / "Garden.jpg", args.images / "Wood.jpg"
+    art = resized(args.images / PAIRS["artwork"][0], None, args.workdir / "inputs")
+    for label, image, quality in (("Garden 2560x1600, --quality fast", garden, "fast"),
+                                  ("artwork 512x512, --quality preview", art, "preview")):
+        res = run_protect(image, wood, args.workdir / "presets" / quality, args.models_dir, ["--quality", quality])
+        m = res["record"]["metrics"]
+        print(row(label, res, full_size_ratio(protector, image, res["output"], wood))
+              + f" search {m['search_seconds']:.1f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="*", type=float, default=[1, 4, 12, 17.9], help="megapixels (default 1 4 12 17.9)")
@@ -173,6 +188,7 @@ def main() -> None:
                     help="sizes (MP) of the comparison (default 1 17.9)")
     ap.add_argument("--curve", action="store_true", help="part 3: gain against steps at 512x512")
     ap.add_argument("--curve-steps", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128])
+    ap.add_argument("--presets", action="store_true", help="part 4: the fast and preview presets")
     ap.add_argument("--images", type=Path, default=SHARED / "images")
     ap.add_argument("--models-dir", type=Path, default=SHARED / "models")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out/artwork"))
@@ -186,6 +202,8 @@ def main() -> None:
         compare_part(args, protector, sized)
     if args.curve:
         curve_part(args, protector)
+    if args.presets:
+        presets_part(args, protector)
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def test_modes_presets_and_formats(tmp_path, tiny_models, target, capsys, caplog
 
 def test_presets_in_numbers():
     assert budget_for(None, None) == 0.07 and budget_for("low", None) == 0.03 and budget_for("high", 0.05) == 0.05
-    assert effort_for(None, None, None) == (300, None)
+    assert effort_for(None, None, None) == (300, 200.0) and effort_for("preview", None, None) == (8, 5.0)
     assert effort_for("fast", None, None) == (60, 60.0) and effort_for("best", 5, None) == (5, 900.0)
     assert parse_shard("2/3") == (2, 3)
     for bad in ("0/2", "3/2", "x"):
