@@ -118,7 +118,8 @@ def headline_text(report: StrengthReport) -> str:
     imp = report.aggregate["imperceptibility"]
     parts = [
         f"{report.aggregate['images']} images, mode {', '.join(report.aggregate['mode'])}; "
-        f"LPIPS alex mean {_fmt(imp['lpips_alex']['mean'])}, vgg {_fmt(imp['lpips_vgg']['mean'])}, "
+        f"FLIP mean {_fmt(imp['flip']['mean'])} (as visible as JPEG quality {_fmt(imp['like_jpeg']['median'], 0)}, "
+        "median), LPIPS alex mean {_fmt(imp['lpips_alex']['mean'])}, vgg {_fmt(imp['lpips_vgg']['mean'])}, "
         f"PSNR {_fmt(imp['psnr']['mean'], 1)} dB, SSIM {_fmt(imp['ssim']['mean'])}, "
         f"L-inf {_fmt(imp['linf']['max'])} (max)",
         "",
@@ -356,12 +357,15 @@ def render_html(report: StrengthReport) -> str:
     # imperceptibility
     imp = agg["imperceptibility"]
     imp_rows = [["metric", "mean", "median", "min", "max", "meaning"]]
-    meaning = {"lpips_alex": "perceptual distance (0 = identical; 0.07 is hard to see)",
+    meaning = {"flip": "difference a viewer sees flipping between the two (NVIDIA FLIP; 0 = none)",
+               "like_jpeg": "JPEG quality of equal visibility (FLIP): the protection is as visible as saving the "
+                            "image at this quality",
+               "lpips_alex": "perceptual distance (0 = identical; 0.07 is hard to see)",
                "lpips_vgg": "perceptual distance, VGG backbone (usually larger than alex)",
                "psnr": "dB; above 35 the change is hard to see", "ssim": "1 = structurally identical",
                "linf": "largest change of any pixel (0-1; 0.03 = 8 levels of 255)"}
     for k, st in imp.items():
-        d = 1 if k == "psnr" else 4
+        d = 1 if k == "psnr" else 0 if k == "like_jpeg" else 4
         imp_rows.append([k, _fmt(st["mean"], d), _fmt(st["median"], d), _fmt(st["min"], d), _fmt(st["max"], d),
                          html.escape(meaning.get(k, ""))])
     h += ["<h2>Imperceptibility</h2>", _table(imp_rows)]
@@ -394,12 +398,13 @@ def render_html(report: StrengthReport) -> str:
         h.append(f"<p>{html.escape(str(st.get('skipped', 'not run')))}</p>")
 
     # per image
-    per_rows = [["image", "size", "LPIPS alex", "LPIPS vgg", "PSNR", "SSIM", "L-inf"]
+    per_rows = [["image", "size", "FLIP", "like JPEG q", "LPIPS alex", "LPIPS vgg", "PSNR", "SSIM", "L-inf"]
                 + [f"{show[n]} gain" for n in names] + ["noise-control gain", "labels (original / protected / target)"]]
     for r in report.images:
         nc = r.noise_control["encoders"] if r.noise_control else {}
         lab = r.labels or {}
-        per_rows.append([html.escape(r.name), f"{r.size[0]}x{r.size[1]}", _fmt(r.imperceptibility["lpips_alex"], 4),
+        per_rows.append([html.escape(r.name), f"{r.size[0]}x{r.size[1]}", _fmt(r.imperceptibility.get("flip"), 4),
+                         _fmt(r.imperceptibility.get("like_jpeg"), 0), _fmt(r.imperceptibility["lpips_alex"], 4),
                          _fmt(r.imperceptibility["lpips_vgg"], 4), _fmt(r.imperceptibility["psnr"], 1),
                          _fmt(r.imperceptibility["ssim"], 4), _fmt(r.imperceptibility["linf"], 4)]
                         + [_fmt(r.efficacy[NONE][n].gain) for n in names]

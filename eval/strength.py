@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 NONE = "none"
 #: conditions that measure a training view (the target viewed alike) are named with this prefix
 VIEW_PREFIX = "training view "
-IMPERCEPTIBILITY_KEYS = ("lpips_alex", "lpips_vgg", "psnr", "ssim", "linf")
+IMPERCEPTIBILITY_KEYS = ("flip", "like_jpeg", "lpips_alex", "lpips_vgg", "psnr", "ssim", "linf")
 MIN_GAIN = 0.01
 """Below this mean gain without countermeasure there is no protection to retain (retention = None)."""
 
@@ -378,8 +378,14 @@ class StrengthEvaluator:
 
     @torch.no_grad()
     def imperceptibility(self, original: Tensor, protected: Tensor) -> dict[str, float]:
+        from protect.budgets import jpeg_equivalent
+        from protect.visibility import flip_of_file
+
         x, xp = original.to(self.device), protected.to(self.device)
-        out = {"lpips_alex": float(self.lpips_alex.distance(xp, x)[0])}
+        # FLIP by NVIDIA's flip-evaluator (the independent measure), and the JPEG quality of equal visibility
+        out: dict = {"flip": flip_of_file(x, xp)}
+        out["like_jpeg"] = jpeg_equivalent(x, out["flip"], measure=flip_of_file)
+        out["lpips_alex"] = float(self.lpips_alex.distance(xp, x)[0])
         out["lpips_vgg"] = float(self.lpips_vgg.distance(xp, x)[0]) if self.lpips_vgg is not None else None
         out["psnr"] = float(psnr(xp, x)[0])
         out["ssim"] = float(ssim(xp, x)[0])

@@ -7,13 +7,13 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-from protect.presets import INTENSITIES, INTENSITY_LINF, QUALITIES
+from protect.presets import INTENSITIES, INTENSITY_MEASURED, QUALITIES
 
-#: how each intensity looks (the measurements behind it are in protect/presets.py's docstring)
+#: how each intensity looks (the measurements behind it: protect/presets.py, INTENSITY_MEASURED)
 INTENSITY_LOOKS = {
-    "low": "very hard to see, even side by side",
-    "medium": "a faint texture on flat and blurred areas when compared side by side",
-    "high": "visible on flat areas and gradients; the strongest protection",
+    "low": "invisible at normal size; a faint grain when zoomed in, where a JPEG shows its ringing",
+    "medium": "like a web JPEG: a fine grain on flat areas on close inspection",
+    "high": "visible when zoomed in on flat areas and gradients; the strongest protection",
 }
 INTENSITY_LABELS = {"low": "Low (subtle)", "medium": "Medium (balanced)", "high": "High (strongest)"}
 #: the most megapixels a search with training views runs at (shorter side 1024 px of a 16:9 image)
@@ -70,16 +70,19 @@ def duration(seconds: float) -> str:
 
 
 def intensity_table(selected: str | None = None) -> str:
-    """Markdown: each intensity's LPIPS budget, pixel cap and look."""
-    rows = ["| Intensity | Allowed change (LPIPS) | Largest pixel change | What it looks like |",
-            "| --- | --- | --- | --- |"]
-    for name, budget in INTENSITIES.items():
+    """Markdown: each intensity's visibility (as a JPEG quality), its measured FLIP and effect, and its look."""
+    rows = ["| Intensity | No more visible than | Measured FLIP | Measured effect (distance ratio) | "
+            "What it looks like |", "| --- | --- | --- | --- | --- |"]
+    for name, quality in INTENSITIES.items():
         label = INTENSITY_LABELS[name]
         label = f"**{label}**" if name == selected else label
-        rows.append(f"| {label} | {budget:.2f} | {round(INTENSITY_LINF[name] * 255)} of 255 levels | "
+        flip, ratio = INTENSITY_MEASURED[name]
+        rows.append(f"| {label} | the picture saved as JPEG at quality {quality} | {flip} | {ratio} | "
                     f"{INTENSITY_LOOKS[name]} |")
-    return "\n".join(rows) + ("\n\nLPIPS measures how different two pictures look to people (0 = the same); "
-                              "the saved file is checked against the budget after rounding.")
+    return "\n".join(rows) + ("\n\nFLIP measures the difference a viewer sees when flipping between two pictures "
+                              "(0 = none), at the picture's own size and zoomed to 200 %; each picture is compared "
+                              "with its own JPEG, and the saved file is checked after rounding. The measured "
+                              "figures are the range over the test pictures of benchmarks/visibility.py.")
 
 
 def quality_table(speed: SpeedTable, encoders: list[str], device: str, megapixels: float | None,
@@ -125,11 +128,20 @@ def metrics_words(record: dict) -> str:
     m, s = record.get("metrics", {}), record.get("settings", {})
     budget = s.get("budget")
     lines = []
+    flip = m.get("flip")
+    if flip is not None:
+        allowed = ""
+        if m.get("flip_limit") is not None and s.get("like_jpeg"):
+            allowed = (f" (allowed: {m['flip_limit']:.4f}, what saving this picture as JPEG at quality "
+                       f"{s['like_jpeg']} does to it)")
+        like = (f"; about as visible as saving it as JPEG at quality {m['like_jpeg']}"
+                if m.get("like_jpeg") is not None else "")
+        lines.append(f"- **Visible change**: FLIP {flip:.4f}{allowed}{like}. FLIP is the difference a viewer sees "
+                     "when flipping between the two pictures; 0 means none.")
     lp = m.get("lpips")
     if lp is not None:
         allowed = f" (allowed: {budget:.3f})" if budget else ""
-        lines.append(f"- **Visible change**: LPIPS {lp:.4f}{allowed}. 0 means identical; the low preset's 0.03 is "
-                     "very hard to see even side by side, the medium preset's 0.07 a faint texture on flat areas.")
+        lines.append(f"- **Perceptual distance**: LPIPS {lp:.4f}{allowed} (0 = identical).")
     if m.get("linf") is not None:
         cap = f" (cap: {s['linf'] * 255:.0f})" if s.get("linf") else ""
         lines.append(f"- **Largest change of any pixel**: {m['linf'] * 255:.1f} of 255 levels{cap}.")
@@ -220,7 +232,7 @@ def progress_html(p: JobProgress) -> str:
                  "fx-bar-batch")
     if p.phase == "protecting":
         tiles = f", tile {p.tile} of {p.tiles}" if p.tiles > 1 else ""
-        lp = f", LPIPS {p.lpips:.3f}" if p.lpips is not None else ""
+        lp = f", visible change {p.lpips:.3f}" if p.lpips is not None else ""  # the budget's measure (FLIP or LPIPS)
         detail = f"step {p.step} of {p.steps}{tiles}{lp}"
         image = _bar(f"This image: {p.name}", p.fraction, detail, "fx-bar-image")
     elif p.phase == "done":

@@ -613,6 +613,7 @@ def measure_speed(bench: Workbench, settings: JobSettings, *, size: int = 512, s
     import torch
     import torch.nn.functional as F
 
+    from protect.budgets import VisibilityLimit
     from protect.cli import parse_protect_args, protect_options
     from protect.optimizer import OptimizerSettings
 
@@ -639,7 +640,7 @@ def measure_speed(bench: Workbench, settings: JobSettings, *, size: int = 512, s
                 times[info.step] = info.elapsed
                 progress.step, progress.steps, progress.fraction = info.step, steps, info.step / steps
 
-            protector.protect(image, objective="away", budget=0.05, callback=on_step,
+            protector.protect(image, objective="away", budget=VisibilityLimit(), callback=on_step,
                               settings=OptimizerSettings(steps=steps, patience=0, precision=opts.precision))
     except FixativeError as exc:
         progress.phase, progress.message = "failed", f"Could not measure: {exc}"

@@ -70,7 +70,8 @@ class BatchOptions:
     mode: str = DEFAULT_MODE
     objective: str | None = None
     encoders: list[str] = field(default_factory=lambda: ["taef2"])
-    budget: float = 0.07
+    budget: float | None = None  # an LPIPS budget; None = the visibility budget below
+    like_jpeg: int = 75  # no more visible than the image's own JPEG at this quality (FLIP), unless budget is set
     steps: int = 300
     seconds: float | None = None
     seed: int = 0
@@ -94,6 +95,13 @@ class BatchOptions:
     robust: str = "web"  # off | web | strong (protect.robust)
     platform: str | None = None  # --for PLATFORM (protect.platforms); None with "web" = the generic platform
     views: str = "train"  # train | off (protect.views): protect what a trainer's resized views show
+
+
+def budget_limit(opts: BatchOptions):
+    """The typed budget of a run: LPIPS when ``opts.budget`` is given, else the visibility budget."""
+    from protect.budgets import LpipsLimit, VisibilityLimit
+
+    return LpipsLimit(opts.budget) if opts.budget is not None else VisibilityLimit(like_jpeg=opts.like_jpeg)
 
 
 @dataclass
@@ -359,7 +367,7 @@ def _run_settings(opts: BatchOptions, request: TargetRequest, models: list[dict]
     """The settings that decide an output's pixels and file (hashed to recognise finished work)."""
     return {
         "target": request.describe(),
-        "budget": opts.budget,
+        **budget_limit(opts).describe(),
         "method": opts.method,
         "steps": opts.steps,
         "seconds": opts.seconds,
@@ -434,7 +442,7 @@ def _already_done(job: Job, input_sha: str, shash: str) -> dict | None:
 def remeasure(protector, source, saved, target, objective: str, tile_size: int) -> dict:
     """LPIPS, PSNR, SSIM, L-inf and the distance ratio of a re-decoded (compressed) file against the original."""
     m = protector.measure(source, saved, target, objective=objective, tile_size=tile_size)
-    keys = ("lpips", "psnr", "ssim", "linf", "distance_after", "ratio", "mean_ratio", "views", "view_ratio")
+    keys = ("lpips", "flip", "psnr", "ssim", "linf", "distance_after", "ratio", "mean_ratio", "views", "view_ratio")
     return {k: getattr(m, k) for k in keys}
 
 
@@ -510,8 +518,8 @@ class _Runner:
 
         try:
             result = protector.protect(
-                loaded.rgb, target.tensor, objective=self.request.objective, budget=opts.budget, settings=settings,
-                alpha=loaded.alpha, levels=65535 if bits == 16 else 255, tile_size=opts.tile_size,
+                loaded.rgb, target.tensor, objective=self.request.objective, budget=budget_limit(opts),
+                settings=settings, alpha=loaded.alpha, levels=65535 if bits == 16 else 255, tile_size=opts.tile_size,
                 tile_batch=opts.tile_batch, callback=progress,
             )
         finally:
@@ -610,8 +618,7 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
 
     if opts.format not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown --format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    if not 0 < opts.budget < 1:
-        raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {opts.budget}")
+    budget_limit(opts)  # a clear error for a bad budget or JPEG quality, before any model loads
     if opts.tile_size < MIN_TILE_SIZE:
         raise ConfigError(f"--tile-size must be at least {MIN_TILE_SIZE} pixels, got {opts.tile_size}")
     if opts.platform is not None:

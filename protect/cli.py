@@ -1,7 +1,7 @@
 """The ``fixative`` command line.
 
 ``fixative protect INPUT... --out DIR [--mode cloak|poison|immunize] [--target IMAGE]
-[--intensity low|medium|high | --budget P] [--quality fast|standard|best] [--steps N] [--seconds S]
+[--intensity low|medium|high | --like-jpeg Q | --budget P] [--quality fast|standard|best] [--steps N] [--seconds S]
 [--encoder SPEC...] [--format png|webp|tiff|jpeg] [--recursive] [--shard I/N] [--json] [--quiet]``
 protects files, folders and globs into ``DIR`` (see :mod:`protect.batch`): ``DIR/<name>.<ext>``
 and ``DIR/<name>.json`` (the provenance record) per image, and ``DIR/fixative-index.json``.
@@ -65,7 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fixative {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("protect", help="protect images", description="Protect images within an LPIPS budget.")
+    p = sub.add_parser("protect", help="protect images", description="Protect images, no more visible than a JPEG of "
+                       "them (--intensity), or within an LPIPS budget (--budget).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     p.add_argument("-r", "--recursive", action="store_true", help="take images from subfolders of INPUT folders too")
@@ -81,10 +82,13 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(default: taef2)")
     strength = p.add_mutually_exclusive_group()
     strength.add_argument("--intensity", choices=tuple(INTENSITIES),
-                          help="LPIPS budget preset: " + ", ".join(f"{k} {v}" for k, v in INTENSITIES.items())
-                          + " (default medium)")
+                          help="how visible the protection may be: no more than the image's own JPEG at quality "
+                          + ", ".join(f"{v} ({k})" for k, v in INTENSITIES.items())
+                          + ", measured by FLIP on each image (default medium)")
+    strength.add_argument("--like-jpeg", type=int_at_least(1), metavar="Q",
+                          help="no more visible than the image's own JPEG at quality Q (1-99), by FLIP")
     strength.add_argument("--budget", type=float,
-                          help="LPIPS budget, 0-1 (default 0.07; 0.03 very subtle, 0.10 visible on flat areas)")
+                          help="an LPIPS budget instead, 0-1 (0.03 very subtle, 0.10 visible on flat areas)")
     p.add_argument("--quality", choices=tuple(QUALITIES),
                    help="effort preset: " + ", ".join(
                        f"{k} {q.steps} steps" + (f"/{q.seconds:.0f} s" if q.seconds else "")
@@ -199,14 +203,15 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
     one between runs so the generator loads once); by default a new one is made for the run.
     """
     from protect.batch import BatchOptions, parse_shard
-    from protect.presets import budget_for, effort_for, linf_for
+    from protect.presets import effort_for, like_jpeg_for
 
     steps, seconds = effort_for(args.quality, args.steps, args.seconds)
     return BatchOptions(
         inputs=list(args.inputs), out=args.out, target=args.target, mode=args.mode, objective=args.objective,
-        encoders=args.encoders or ["taef2"], budget=budget_for(args.intensity, args.budget), steps=steps,
+        encoders=args.encoders or ["taef2"], budget=args.budget,
+        like_jpeg=like_jpeg_for(args.intensity, args.like_jpeg), steps=steps,
         seconds=seconds, seed=args.seed, method=args.method, precision=args.precision,
-        linf=linf_for(args.intensity, args.budget, args.linf),
+        linf=args.linf,
         lpips_net=args.lpips_net, tile_size=args.tile_size, device=args.device, models_dir=args.models_dir,
         format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,

@@ -4,13 +4,15 @@
 - :class:`LinfCap`: |d| <= eps per pixel, eps in [0,1] units (0.04 ~ 10/255).
 - The valid pixel range: x + d stays inside [0,1].
 
-The budget is a guarantee: :meth:`LpipsBudget.scale_back` shrinks a perturbation, after
+The visibility budget (a human-vision model, :mod:`protect.visibility`) has the same interface.
+
+The budget is a guarantee: :func:`scale_back` (used by every budget's ``scale_back``) shrinks a perturbation, after
 quantisation to the output's bit depth, until the saved pixels are within the budget.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,44 +65,61 @@ class LpipsBudget:
         max_scale: float = 1.0,
         tolerance: float = 0.005,
     ) -> tuple[Tensor, float, float]:
-        """Largest scale s in [0, max_scale] with LPIPS(q(x + s*d), x) <= limit (default: the budget).
+        """Largest scale s in [0, max_scale] with LPIPS(q(x + s*d), x) <= limit (default: the budget);
+        see :func:`scale_back` (LPIPS grows about as s squared)."""
+        return scale_back(self.measure, self.source, delta, self.budget if limit is None else limit, levels, iters,
+                          max_scale, tolerance, growth=2.0)
 
-        ``q`` quantises to ``levels`` when given, so the check is on exactly the pixels that
-        will be saved. With ``max_scale`` > 1 a perturbation that leaves budget unused is
-        stretched to use it. Returns (s * d after the range clamp and quantisation, its LPIPS,
-        s). A bracket search (LPIPS grows with s in practice): each next scale is where the
-        measured end of the bracket predicts the limit, LPIPS growing about as s squared, kept
-        inside the bracket; it stops once the bracket is within ``tolerance`` (relative) or after
-        ``iters`` measurements, so a full-size check of a large image costs a few LPIPS passes.
-        The returned candidate is always one that was measured within the limit.
-        """
-        limit = self.budget if limit is None else limit
 
-        def make(s: float) -> Tensor:
-            out = (self.source + s * delta).clamp(0, 1)
-            return quantize(out, levels) if levels else out
+@torch.no_grad()
+def scale_back(
+    measure: Callable[[Tensor], float],
+    source: Tensor,
+    delta: Tensor,
+    limit: float,
+    levels: int | None = None,
+    iters: int = 12,
+    max_scale: float = 1.0,
+    tolerance: float = 0.005,
+    growth: float = 2.0,
+) -> tuple[Tensor, float, float]:
+    """Largest scale s in [0, max_scale] with measure(q(x + s*d)) <= limit, for any budget's ``measure``.
 
-        full = self.measure(make(1.0))
-        if full <= limit:
-            if max_scale <= 1.0:
-                return make(1.0) - self.source, full, 1.0
-            top = self.measure(make(max_scale))
-            if top <= limit:
-                return make(max_scale) - self.source, top, max_scale
-            lo, hi, lo_val, hi_val = 1.0, max_scale, full, top
+    ``q`` quantises to ``levels`` when given, so the check is on exactly the pixels that
+    will be saved. With ``max_scale`` > 1 a perturbation that leaves budget unused is
+    stretched to use it. Returns (s * d after the range clamp and quantisation, its measure,
+    s). A bracket search (the measure grows with s in practice): each next scale is where the
+    measured end of the bracket predicts the limit, the measure growing about as s ** ``growth``
+    (2 for LPIPS), kept inside the bracket; it stops once the bracket is within ``tolerance``
+    (relative) or after ``iters`` measurements, so a full-size check of a large image costs a few
+    passes. The returned candidate is always one that was measured within the limit.
+    """
+
+    def make(s: float) -> Tensor:
+        out = (source + s * delta).clamp(0, 1)
+        return quantize(out, levels) if levels else out
+
+    full = measure(make(1.0))
+    if full <= limit:
+        if max_scale <= 1.0:
+            return make(1.0) - source, full, 1.0
+        top = measure(make(max_scale))
+        if top <= limit:
+            return make(max_scale) - source, top, max_scale
+        lo, hi, lo_val, hi_val = 1.0, max_scale, full, top
+    else:
+        lo, hi, lo_val, hi_val = 0.0, 1.0, 0.0, full
+    for _ in range(iters):
+        if hi - lo <= tolerance * hi:
+            break
+        guess = hi * (limit / hi_val) ** (1 / growth) * (1 - tolerance / 2) if hi_val > 0 else (lo + hi) / 2
+        margin = 0.1 * (hi - lo)
+        mid = min(max(guess, lo + margin), hi - margin)
+        v = measure(make(mid))
+        if v <= limit:
+            lo, lo_val = mid, v
         else:
-            lo, hi, lo_val, hi_val = 0.0, 1.0, 0.0, full
-        for _ in range(iters):
-            if hi - lo <= tolerance * hi:
-                break
-            guess = hi * math.sqrt(limit / hi_val) * (1 - tolerance / 2) if hi_val > 0 else (lo + hi) / 2
-            margin = 0.1 * (hi - lo)
-            mid = min(max(guess, lo + margin), hi - margin)
-            v = self.measure(make(mid))
-            if v <= limit:
-                lo, lo_val = mid, v
-            else:
-                hi, hi_val = mid, v
-        if lo == 0.0:
-            return torch.zeros_like(delta), 0.0, 0.0
-        return make(lo) - self.source, lo_val, lo
+            hi, hi_val = mid, v
+    if lo == 0.0:
+        return torch.zeros_like(delta), 0.0, 0.0
+    return make(lo) - source, lo_val, lo

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from protect.constraints import LpipsBudget, quantize
+from protect.budgets import Limit, LpipsLimit, as_limit, budget_plan, jpeg_equivalent
+from protect.constraints import quantize
 from protect.devices import resolve_device
 from protect.encoders import Encoder, load_encoders
 from protect.errors import ConfigError
@@ -29,6 +30,7 @@ from protect.robust import resize
 from protect.store import ModelStore
 from protect.tiling import Tile, blend, plan_tiles, tile_weights
 from protect.views import View, evaluation_views, work_size
+from protect.visibility import VisibilityModel
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,11 @@ FULL_MEASURE_PIXELS = 4_200_000
 class ProtectionMetrics:
     """What the protection achieved, measured on the quantised output.
 
-    - ``lpips``: LPIPS of the output against the input (<= the budget, guaranteed).
+    - ``lpips``: LPIPS of the output against the input (<= the budget, guaranteed, for an LPIPS budget).
+    - ``flip``: FLIP of the output against the input (0 = no visible difference; <= ``flip_limit``,
+      guaranteed, for a visibility budget); ``flip_limit``: that of the reference JPEG (visibility budget
+      only); ``like_jpeg``: the JPEG quality of equal visibility (the lowest whose FLIP is at most ours;
+      None where the image is measured at the training views only).
     - ``psnr`` (dB), ``ssim`` (1 = identical), ``linf`` (largest pixel change, [0,1] units).
     - ``distance_before`` / ``distance_after``: per encoder, ||E(x) - E(t)|| and ||E(x') - E(t)||
       for a target objective; for "away", the distance of E(x') from E(x) (before = 0).
@@ -84,6 +90,9 @@ class ProtectionMetrics:
     view_ratio: dict[str, float] | None = None
     full_size: bool = True
     search_seconds: float = 0.0
+    flip: float | None = None
+    flip_limit: float | None = None
+    like_jpeg: int | None = None
 
 
 @dataclass
@@ -201,7 +210,7 @@ class Protector:
         target: Tensor | None = None,
         *,
         objective: str = "target",
-        budget: float = 0.07,
+        budget: float | Limit = 0.07,
         settings: OptimizerSettings | None = None,
         alpha: np.ndarray | None = None,
         levels: int = 255,
@@ -210,12 +219,13 @@ class Protector:
         tile_batch: int | None = None,
         callback: Callable[[TileProgress], bool | None] | None = None,
     ) -> ProtectionResult:
-        """Protect ``image`` (1x3xHxW or 3xHxW floats in [0,1]) within an LPIPS ``budget``.
+        """Protect ``image`` (1x3xHxW or 3xHxW floats in [0,1]) within a ``budget``.
 
         - ``target``: an image of the same size to move the encoders' view towards
           (objective "target"); ignored for objective "away".
-        - ``budget``: LPIPS (alex by default) of the output against the input, in (0, 1);
-          0.03 is very subtle, 0.07 a good default, 0.1 and above becomes visible.
+        - ``budget``: a :class:`protect.budgets.VisibilityLimit` (no more visible than the image's own
+          JPEG at a quality, by FLIP), or an LPIPS value (alex by default) of the output against the input,
+          in (0, 1) (or :class:`protect.budgets.LpipsLimit`); 0.03 is very subtle, 0.1 visible.
         - ``levels``: the output's quantisation (255 for 8-bit files, 65535 for 16-bit).
         - ``tile_size``/``tile_overlap``: images larger than ``tile_size`` on a side are
           protected in overlapping tiles (pixels); not with training views (``settings.views``), where
@@ -228,8 +238,7 @@ class Protector:
           cancel (the best result so far is kept and still checked against the budget).
         """
         settings = settings or OptimizerSettings()
-        if not 0 < budget < 1:
-            raise ConfigError(f"the LPIPS budget must be between 0 and 1 (exclusive), got {budget}")
+        limit = as_limit(budget)
         if not 0 <= tile_overlap < tile_size // 2:
             raise ConfigError(f"the tile size ({tile_size} px) must be more than twice the tile overlap "
                               f"({tile_overlap} px)")
@@ -261,10 +270,11 @@ class Protector:
             search_source = source
             tiles = plan_tiles(height, width, tile_size, tile_overlap, self.align)
 
+        plan = budget_plan(limit, self.perceptual, source)
         deltas, steps, stopped, searched = [], 0, [], 0.0
         total_area = sum(t.height * t.width for t in tiles)
         per_pass = 1 if views is not None else self._tile_batch(tile_batch, tiles, source, target, objective,
-                                                                 budget, settings)
+                                                                 plan, settings)
         viewed = None
         for first in range(0, len(tiles), per_pass):
             group = tiles[first : first + per_pass]
@@ -281,7 +291,9 @@ class Protector:
                                       towards=objective == "target")
             else:
                 obj.prepare(self.encoders, src, tgt)
-            constraint = LpipsBudget(self.perceptual, src, budget)
+            # with training views the search runs on a resized copy: the budget's proxy at that resolution
+            crop = None if views is not None else (lambda im, group=group: torch.cat([t.crop(im) for t in group]))
+            constraint = plan.constraint(src, crop)
 
             def relay(info: StepInfo, first: int = first, size: int = len(group)) -> bool | None:
                 if callback is None:
@@ -290,8 +302,10 @@ class Protector:
 
             calibrate = saved = None
             if views is not None and tuple(src.shape[-2:]) != (height, width):
-                calibrate = self._saved_file_estimate(source, budget, levels, settings.linf)
-                saved = SavedFileLpips(self.perceptual, source, tuple(src.shape[-2:]), settings.linf, settings.seed)
+                calibrate = self._saved_file_estimate(source, plan, levels, settings.linf)
+                if isinstance(limit, LpipsLimit):
+                    saved = SavedFileLpips(self.perceptual, source, tuple(src.shape[-2:]), settings.linf,
+                                           settings.seed)
 
             outcome = search(src, self.encoders, obj, constraint, tile_settings, relay, viewed, calibrate, saved)
             deltas.extend(outcome.delta.split(1))
@@ -313,11 +327,12 @@ class Protector:
             if settings.linf is not None:
                 delta = delta.clamp(-settings.linf, settings.linf)
 
-        # the guarantee: quantise, then scale back until LPIPS of the saved pixels is within budget
-        final = LpipsBudget(self.perceptual, source, budget)
+        # the guarantee: quantise, then scale back until the saved pixels are within budget (LPIPS or FLIP)
+        final = plan.final()
         with torch.no_grad():
             delta_q, lp, scale = final.scale_back(delta, levels=levels)
-            if len(tiles) == 1 and scale == 1.0 and lp < budget * 0.99 and settings.linf is None and views is None:
+            if (len(tiles) == 1 and scale == 1.0 and lp < final.budget * 0.99 and settings.linf is None
+                    and views is None):
                 # budget left unused (the search's autocast LPIPS runs a little high): stretch the
                 # perturbation into it, and keep the stretch only if the objective agrees
                 stretched, lp_s, scale_s = final.scale_back(delta, levels=levels, max_scale=STRETCH_MAX)
@@ -327,16 +342,20 @@ class Protector:
         seconds = time.perf_counter() - started
         cells = plan_tiles(height, width, tile_size, tile_overlap, self.align) if views is not None else tiles
         full = views is None or height * width <= FULL_MEASURE_PIXELS
+        if plan.final_value is not None:  # the scale-back measured FLIP; LPIPS is measured for the report
+            lp = float(self.perceptual.distance(protected, source).max())
         metrics = self._measure(source, protected, target, objective, lp, cells, steps, seconds, scale, stopped,
                                 full_size=full)
         metrics.tiles, metrics.search_seconds = len(tiles), searched
+        metrics.flip_limit = plan.final_value
+        metrics.like_jpeg = jpeg_equivalent(source, metrics.flip) if full else None
         return ProtectionResult(
             protected.cpu(),
             alpha,
             metrics,
             {
                 "objective": objective,
-                "budget": budget,
+                **limit.describe(),
                 "levels": levels,
                 "tile_size": tile_size,
                 "tile_overlap": tile_overlap,
@@ -348,15 +367,15 @@ class Protector:
             },
         )
 
-    def _saved_file_estimate(self, source: Tensor, budget: float, levels: int, cap: float | None,
+    def _saved_file_estimate(self, source: Tensor, plan, levels: int, cap: float | None,
                              cells: int = 4, size: int = 768) -> Callable[[Tensor], float]:
-        """delta at work resolution -> LPIPS of the file it gives, estimated on ``cells`` cells of ``size`` px
-        spread over the full-size image (LPIPS is a spatial mean: the cells' mean estimates the whole
-        image's at a fraction of its cost; the engine's final check is exact)."""
+        """delta at work resolution -> the budget's measure (LPIPS or FLIP) of the file it gives, estimated on
+        ``cells`` cells of ``size`` px spread over the full-size image (both are spatial means: the cells' mean
+        estimates the whole image's at a fraction of its cost; the engine's final check is exact)."""
         height, width = source.shape[-2:]
         grid = plan_tiles(height, width, size, 0, self.align)
         picked = [grid[round(i * (len(grid) - 1) / max(1, cells - 1))] for i in range(min(cells, len(grid)))]
-        checks = [(t, LpipsBudget(self.perceptual, t.crop(source), budget)) for t in dict.fromkeys(picked)]
+        checks = [(t, plan.constraint(t.crop(source), t.crop)) for t in dict.fromkeys(picked)]
 
         @torch.no_grad()
         def estimate(delta: Tensor) -> float:
@@ -396,7 +415,7 @@ class Protector:
         return replace(self._measure(source, protected, target, objective, lp, tiles, 0, 0.0, 1.0, []),
                        stopped="measured")
 
-    def _tile_batch(self, requested, tiles, source, target, objective, budget, settings) -> int:
+    def _tile_batch(self, requested, tiles, source, target, objective, plan, settings) -> int:
         """How many tiles to search per pass: ``requested``, else 1 on the CPU/MPS or for one tile,
         else as many as the free CUDA memory holds (measured with one probe step on one tile)."""
         if requested is not None:
@@ -413,7 +432,7 @@ class Protector:
         torch.cuda.reset_peak_memory_stats(self.device)
         obj = self._objective(objective)
         obj.prepare(self.encoders, src, tgt)
-        search(src, self.encoders, obj, LpipsBudget(self.perceptual, src, budget), replace(settings, steps=1))
+        search(src, self.encoders, obj, plan.constraint(src, probe.crop), replace(settings, steps=1))
         per_tile = torch.cuda.max_memory_allocated(self.device) - base
         del obj
         torch.cuda.empty_cache()
@@ -457,6 +476,7 @@ class Protector:
         if objective == "target" and full_size:
             ratio = {n: after[n] / before[n] if before[n] > 0 else 1.0 for n in before}
         views = self._view_figures(source, protected, target if objective == "target" else None)
+        flip = float(VisibilityModel()(protected, source).max())
         order = ("cancelled", "seconds", "early-stop", "steps")
         why = next((w for w in order if w in stopped), "steps")
         return ProtectionMetrics(
@@ -479,6 +499,7 @@ class Protector:
             view_ratio={v: sum(r[n] for n in names) / len(names) for v, r in views.items()}
             if objective == "target" else None,
             full_size=full_size,
+            flip=flip,
         )
 
     @torch.no_grad()

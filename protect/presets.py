@@ -1,18 +1,20 @@
-"""Artist-facing presets: ``--intensity`` picks the LPIPS budget, ``--quality`` the search effort.
+"""Artist-facing presets: ``--intensity`` picks how visible the protection may be, ``--quality`` the search effort.
 
-The numbers (also in the README's options table):
+Each intensity names its visibility: the protected file is no more visible than the same image saved
+as JPEG at a quality, both measured by FLIP (NVIDIA's perceived-difference metric) on that very image,
+and guaranteed on the saved pixels (quantise, then scale back). Measured on the images of
+``benchmarks/visibility.py`` (see the README for the table):
 
-| ``--intensity`` | LPIPS budget | L-inf cap | what it looks like |
-| --- | --- | --- | --- |
-| ``low`` | 0.03 | 4/255 | very hard to see, even side by side |
-| ``medium`` (default) | 0.07 | 8/255 | faint texture on flat and blurred areas when compared side by side |
-| ``high`` | 0.10 | 16/255 | visible on flat areas and gradients; strongest protection |
+| ``--intensity`` | no more visible than | what it looks like |
+| --- | --- | --- |
+| ``low`` | JPEG quality 90 | invisible at 100 %; at 200 % a faint grain where a q90 JPEG shows its ringing |
+| ``medium`` (default) | JPEG quality 75 | like a web JPEG: a fine grain on close inspection of flat areas |
+| ``high`` | JPEG quality 50 | visible at 200 % on flat areas and gradients; strongest protection |
 
-The L-inf cap is there because LPIPS (alex) alone is lenient on smooth, out-of-focus areas: a
-poison towards an unrelated image at LPIPS 0.07 with no cap left a visible ghost of the target
-in a soft-focus photo (PSNR 23 dB); with the 8/255 cap the same run gave PSNR 32 dB at a
-distance ratio of 0.53 instead of 0.43. ``--budget`` alone (no preset) applies no cap unless
-``--linf`` is given.
+The budget holds both at the image's own size (FLIP at 67 pixels per degree) and zoomed to 200 %
+(:data:`protect.budgets.DEFAULT_ZOOMS`). ``--budget`` gives an LPIPS budget instead (the guarantee of
+earlier versions; no pixel cap unless ``--linf`` is given); its former presets are kept in
+:data:`LPIPS_INTENSITIES` / :data:`LPIPS_INTENSITY_LINF` for comparisons (``benchmarks/visibility.py``).
 
 | ``--quality`` | steps | search time limit per image |
 | --- | --- | --- |
@@ -32,10 +34,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-INTENSITIES: dict[str, float] = {"low": 0.03, "medium": 0.07, "high": 0.10}
-#: per-pixel cap that goes with each intensity preset, in [0,1] units
-INTENSITY_LINF: dict[str, float] = {"low": 4 / 255, "medium": 8 / 255, "high": 16 / 255}
+#: --intensity -> the JPEG quality whose visibility (FLIP, per image) the protection may not exceed
+INTENSITIES: dict[str, int] = {"low": 90, "medium": 75, "high": 50}
 DEFAULT_INTENSITY = "medium"
+#: what each intensity measured (FLIP of the saved file against the original, and the distance ratio towards
+#: Wood.jpg with taef2): ranges over the images of benchmarks/visibility.py (see the README for the run)
+INTENSITY_MEASURED: dict[str, tuple[str, str]] = {
+    "low": ("TBD", "TBD"),
+    "medium": ("TBD", "TBD"),
+    "high": ("TBD", "TBD"),
+}
+#: the LPIPS presets of earlier versions (LPIPS budget, per-pixel cap in [0,1] units), for comparisons
+LPIPS_INTENSITIES: dict[str, float] = {"low": 0.03, "medium": 0.07, "high": 0.10}
+LPIPS_INTENSITY_LINF: dict[str, float] = {"low": 4 / 255, "medium": 8 / 255, "high": 16 / 255}
 
 
 @dataclass(frozen=True)
@@ -53,20 +64,11 @@ QUALITIES: dict[str, Quality] = {
 DEFAULT_QUALITY = "standard"
 
 
-def budget_for(intensity: str | None, budget: float | None) -> float:
-    """The LPIPS budget: ``budget`` when given, else the intensity preset's."""
-    if budget is not None:
-        return budget
+def like_jpeg_for(intensity: str | None, like_jpeg: int | None) -> int:
+    """The JPEG quality of the visibility budget: ``like_jpeg`` when given, else the intensity preset's."""
+    if like_jpeg is not None:
+        return like_jpeg
     return INTENSITIES[intensity or DEFAULT_INTENSITY]
-
-
-def linf_for(intensity: str | None, budget: float | None, linf: float | None) -> float | None:
-    """The L-inf cap: ``linf`` when given; else the preset's, unless an explicit ``budget`` replaced the preset."""
-    if linf is not None:
-        return linf
-    if budget is not None:
-        return None
-    return INTENSITY_LINF[intensity or DEFAULT_INTENSITY]
 
 
 def effort_for(quality: str | None, steps: int | None, seconds: float | None) -> tuple[int, float | None]:

@@ -17,7 +17,7 @@ from protect.cli import main
 from protect.errors import ConfigError
 from protect.images import load_image
 from protect.manifest import INDEX_NAME, verify
-from protect.presets import budget_for, effort_for
+from protect.presets import effort_for, like_jpeg_for
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
 
@@ -195,7 +195,7 @@ def test_modes_presets_and_formats(tmp_path, tiny_models, target, capsys, caplog
 
 
 def test_presets_in_numbers():
-    assert budget_for(None, None) == 0.07 and budget_for("low", None) == 0.03 and budget_for("high", 0.05) == 0.05
+    assert like_jpeg_for(None, None) == 75 and like_jpeg_for("low", None) == 90 and like_jpeg_for("high", 60) == 60
     assert effort_for(None, None, None) == (300, 200.0) and effort_for("preview", None, None) == (8, 5.0)
     assert effort_for("fast", None, None) == (60, 60.0) and effort_for("best", 5, None) == (5, 900.0)
     assert parse_shard("2/3") == (2, 3)
@@ -297,10 +297,13 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
     assert verify(out).ok
 
 
-def test_intensity_presets_carry_an_linf_cap():
-    from protect.presets import linf_for
+def test_intensity_presets_are_visibility_budgets_and_budget_is_lpips():
+    from protect.batch import BatchOptions, budget_limit
+    from protect.budgets import LpipsLimit, VisibilityLimit
+    from protect.cli import parse_protect_args, protect_options
 
-    assert linf_for(None, None, None) == pytest.approx(8 / 255)
-    assert linf_for("low", None, None) == pytest.approx(4 / 255)
-    assert linf_for("high", 0.05, None) is None  # an explicit budget replaces the preset
-    assert linf_for("medium", 0.05, 0.02) == 0.02
+    opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--intensity", "high"]))
+    assert budget_limit(opts) == VisibilityLimit(like_jpeg=50) and opts.linf is None
+    opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--budget", "0.05", "--linf", "0.02"]))
+    assert budget_limit(opts) == LpipsLimit(0.05) and opts.linf == 0.02
+    assert budget_limit(BatchOptions(inputs=[], out=Path("o"))) == VisibilityLimit(like_jpeg=75)

@@ -96,8 +96,9 @@ def test_views_and_metrics_in_words(tmp_path, bench):
     assert diff.max() == 255 and "amplified" in image.difference_caption  # the largest change is white
     assert image.model_original and image.model_protected and "taef2" in image.model_note
     assert Image.open(image.model_protected).size == before.size
-    for words in ("Visible change", "LPIPS", "Largest change of any pixel", "PSNR", "Effect on the model (taef2)",
-                  "3 steps", "step limit"):
+    for words in ("Visible change", "FLIP", "as JPEG at quality 75", "about as visible as saving it as JPEG",
+                  "LPIPS", "Largest change of any pixel", "PSNR", "Effect on the model (taef2)", "3 steps",
+                  "step limit"):
         assert words in image.metrics
     lpips = image.record["metrics"]["lpips"]
     assert f"{lpips:.4f}" in image.metrics
@@ -188,7 +189,7 @@ def test_argv_for_each_mode_parses_like_the_command_line(tmp_path):
     assert pattern.pattern == "gray" and pattern.style is None
     away = protect_options(parse_protect_args(protect_argv(JobSettings(mode="immunize", quality="fast"), ins, out)))
     assert away.target_options == {} and (away.steps, away.seconds) == (60, 60.0)
-    assert away.budget == 0.07 and away.linf == pytest.approx(8 / 255)
+    assert away.budget is None and away.like_jpeg == 75 and away.linf is None
     # where the image will be posted: robust for that platform (the CLI's default: any site), or no robust layer
     assert (away.robust, away.platform) == ("web", "generic")
     insta = protect_options(parse_protect_args(protect_argv(JobSettings(posting="instagram"), ins, out)))
@@ -236,7 +237,7 @@ def test_style_cloak_with_a_made_target(tmp_path, bench, tiny_sd_dir, monkeypatc
 
 def test_presets_and_expected_time(bench):
     table = intensity_table("medium")
-    for text in ("0.03", "0.07", "0.10", "4 of 255", "8 of 255", "16 of 255", "**Medium (balanced)**"):
+    for text in ("quality 90", "quality 75", "quality 50", "FLIP", "**Medium (balanced)**"):
         assert text in table
     speed = SpeedTable()
     assert "not measured yet" in quality_table(speed, ["taef2"], "cpu", None, "fast")
