@@ -43,7 +43,7 @@ from protect.engine import Protector
 from protect.formats import encode_image
 from protect.images import load_image
 from protect.optimizer import OptimizerSettings
-from protect.presets import INTENSITIES, INTENSITY_LINF
+from protect.presets import LPIPS_INTENSITIES, LPIPS_INTENSITY_LINF
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PAIRS = {"artwork": ("Elephants_5640x3172.jpg", "Wood.jpg"), "photo": ("Garden.jpg", "Wood.jpg")}
@@ -159,8 +159,8 @@ def curve_part(args, protector: Protector) -> None:
         cells = [str(steps)]
         for robust in ("web", "off"):
             c0 = time.process_time()
-            r = protector.protect(x, t, budget=INTENSITIES["medium"], settings=OptimizerSettings(
-                steps=steps, linf=INTENSITY_LINF["medium"], robust=robust, views="train"))
+            r = protector.protect(x, t, budget=LPIPS_INTENSITIES["medium"], settings=OptimizerSettings(
+                steps=steps, linf=LPIPS_INTENSITY_LINF["medium"], robust=robust, views="train"))
             cells += [f"{1 - r.metrics.mean_ratio:.3f}", f"{r.metrics.seconds:.1f}", f"{time.process_time() - c0:.1f}"]
         print("| " + " | ".join(cells) + " |", flush=True)
 
