@@ -219,3 +219,17 @@ def test_cli_refuses_a_bad_jpeg_quality_in_one_line(tiny_models, tmp_path, caplo
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert code == 2 and len(errors) == 1 and "1 to 99" in errors[0] and "Traceback" not in caplog.text
     assert not (tmp_path / "o" / "art.png").exists()
+
+
+def test_visibility_budget_holds_with_training_views(protector):
+    """The search runs at the work resolution (the model at the matching pixels per degree); the saved file at
+    full size still passes FLIP against its own JPEG."""
+    from protect.views import TrainingViews
+
+    x, t = smooth_image(192, 256, 0), smooth_image(192, 256, 1)
+    views = TrainingViews(shorter_sides=(64, 96), bucket_areas=(0.01,), patch=64)
+    result = protector.protect(x, t, budget=VisibilityLimit(like_jpeg=75),
+                               settings=_fast(steps=8, views=views))
+    assert result.settings["work_size"] == [96, 128]
+    assert flip_of_file(x, result.image) <= flip_of_file(x, jpeg_reference(x, 75)) + 1e-6
+    assert result.metrics.flip <= result.metrics.flip_limit and result.metrics.view_ratio
