@@ -76,13 +76,13 @@ def intensity_table(selected: str | None = None) -> str:
     for name, quality in INTENSITIES.items():
         label = INTENSITY_LABELS[name]
         label = f"**{label}**" if name == selected else label
-        flip, ratio = INTENSITY_MEASURED[name]
+        flip, ratio = INTENSITY_MEASURED[name] or ("not measured yet", "not measured yet")
         rows.append(f"| {label} | the picture saved as JPEG at quality {quality} | {flip} | {ratio} | "
                     f"{INTENSITY_LOOKS[name]} |")
     return "\n".join(rows) + ("\n\nFLIP measures the difference a viewer sees when flipping between two pictures "
                               "(0 = none), at the picture's own size and zoomed to 200 %; each picture is compared "
                               "with its own JPEG, and the saved file is checked after rounding. The measured "
-                              "figures are the range over the test pictures of benchmarks/visibility.py.")
+                              "figures come from benchmarks/visibility.py (see the README).")
 
 
 def quality_table(speed: SpeedTable, encoders: list[str], device: str, megapixels: float | None,

@@ -37,12 +37,13 @@ from dataclasses import dataclass
 #: --intensity -> the JPEG quality whose visibility (FLIP, per image) the protection may not exceed
 INTENSITIES: dict[str, int] = {"low": 90, "medium": 75, "high": 50}
 DEFAULT_INTENSITY = "medium"
-#: what each intensity measured (FLIP of the saved file against the original, and the distance ratio towards
-#: Wood.jpg with taef2): ranges over the images of benchmarks/visibility.py (see the README for the run)
-INTENSITY_MEASURED: dict[str, tuple[str, str]] = {
-    "low": ("TBD", "TBD"),
-    "medium": ("TBD", "TBD"),
-    "high": ("TBD", "TBD"),
+#: what each intensity measured: FLIP of the saved file against the original (the picture's own JPEG's in
+#: brackets) and the distance ratio towards Wood.jpg with taef2, from benchmarks/visibility.py (512 px, 20 steps,
+#: the README's run); None where that run did not cover the level
+INTENSITY_MEASURED: dict[str, tuple[str, str] | None] = {
+    "low": None,
+    "medium": ("0.063 (JPEG 0.066) on Elephants", "0.67 (LPIPS 0.07 + cap at equal FLIP: 0.79)"),
+    "high": None,
 }
 #: the LPIPS presets of earlier versions (LPIPS budget, per-pixel cap in [0,1] units), for comparisons
 LPIPS_INTENSITIES: dict[str, float] = {"low": 0.03, "medium": 0.07, "high": 0.10}
