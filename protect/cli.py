@@ -199,7 +199,7 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
     one between runs so the generator loads once); by default a new one is made for the run.
     """
     from protect.batch import BatchOptions, parse_shard
-    from protect.presets import budget_for, effort_for, linf_for
+    from protect.presets import budget_for, effort_for, linf_for, robust_for_quality
 
     steps, seconds = effort_for(args.quality, args.steps, args.seconds)
     return BatchOptions(
@@ -212,7 +212,8 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
         target_options=target_flags.batch_target_options(args, maker=target_maker),
         check_encoders=args.check_encoders, tile_batch=args.tile_batch,
-        robust=args.robust or DEFAULT_ROBUST, platform=args.platform, views=args.views,
+        robust=robust_for_quality(args.quality, args.robust, DEFAULT_ROBUST), platform=args.platform,
+        views=args.views,
     )
 
 

@@ -17,7 +17,7 @@ from protect.cli import main
 from protect.errors import ConfigError
 from protect.images import load_image
 from protect.manifest import INDEX_NAME, verify
-from protect.presets import budget_for, effort_for
+from protect.presets import budget_for, effort_for, robust_for_quality
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
 
@@ -197,6 +197,9 @@ def test_modes_presets_and_formats(tmp_path, tiny_models, target, capsys, caplog
 def test_presets_in_numbers():
     assert budget_for(None, None) == 0.07 and budget_for("low", None) == 0.03 and budget_for("high", 0.05) == 0.05
     assert effort_for(None, None, None) == (300, 200.0) and effort_for("preview", None, None) == (8, 5.0)
+    assert robust_for_quality("preview", None, "web") == "off"
+    assert robust_for_quality("preview", "strong", "web") == "strong"
+    assert robust_for_quality(None, None, "web") == "web" and robust_for_quality("best", "off", "web") == "off"
     assert effort_for("fast", None, None) == (60, 60.0) and effort_for("best", 5, None) == (5, 900.0)
     assert parse_shard("2/3") == (2, 3)
     for bad in ("0/2", "3/2", "x"):
