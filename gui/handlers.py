@@ -417,15 +417,14 @@ class Workbench:
 
     def maker_for(self, args):
         """The :class:`~protect.targets.TargetMaker` for a parsed command line with a made target (kept)."""
-        from protect import target_flags
-        from protect.targets import TargetMaker
+        from protect.targets import GenerationSettings, TargetMaker
 
         key = (args.target_model, args.device, args.precision, str(args.models_dir), str(args.target_cache),
                args.clip_model)
         if self._maker is None or self._maker_key != key:
             self._maker = TargetMaker(args.target_model, device=args.device, precision=args.precision,
                                       models_dir=args.models_dir, cache_dir=args.target_cache,
-                                      clip_model=args.clip_model, settings=target_flags.GenerationSettings(),
+                                      clip_model=args.clip_model, settings=GenerationSettings(),
                                       progress=False)
             self._maker_key = key
         return self._maker

@@ -22,12 +22,15 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from torch import Tensor
 
 from protect.errors import ConfigError, InputImageError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: --format name -> file suffix
 OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tiff": ".tif", "jpeg": ".jpg"}

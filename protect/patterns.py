@@ -18,11 +18,12 @@ on every machine.
 from __future__ import annotations
 
 import math
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from protect.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PATTERNS = ("texture", "gray")
 DEFAULT_PATTERN = "texture"
@@ -32,6 +33,8 @@ DEFAULT_PERIOD = 32
 
 def immunize_pattern(height: int, width: int, name: str = DEFAULT_PATTERN, *, period: int = DEFAULT_PERIOD) -> Tensor:
     """The pattern ``name`` at (``height``, ``width``): a float32 tensor (1, 3, H, W) in [0, 1]."""
+    import torch
+
     if name not in PATTERNS:
         raise ConfigError(f"unknown immunize pattern {name!r}; choose one of {', '.join(PATTERNS)}")
     if height < 1 or width < 1:
