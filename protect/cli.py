@@ -240,7 +240,13 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
 def _protect(args: argparse.Namespace) -> int:
     from protect.batch import run_batch
 
-    summary = run_batch(protect_options(args))
+    opts = protect_options(args)
+    hooks = None
+    if not args.quiet:  # time up front: measured on this machine (cached), before a long run
+        from protect.timing import announce
+
+        hooks = announce(opts)
+    summary = run_batch(opts, hooks)
     if not summary.report:  # a non-main process of an accelerate run: the main one reports
         return 0
     done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
