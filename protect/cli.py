@@ -20,17 +20,31 @@ import sys
 from pathlib import Path
 
 from protect import __version__, target_flags
-from protect.choices import DEFAULT_ROBUST, METHODS, PRECISIONS, ROBUST_LEVELS
+from protect.choices import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_ROBUST,
+    MAX_PIXELS,
+    METHODS,
+    OUTPUT_FORMATS,
+    PRECISIONS,
+    ROBUST_LEVELS,
+)
 from protect.devices import DEVICE_CHOICES
 from protect.errors import FixativeError
-from protect.formats import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS
-from protect.images import MAX_PIXELS
-from protect.manifest import sha256_file  # noqa: F401  (re-exported: older callers import it from here)
 from protect.modes import MODES
 from protect.presets import INTENSITIES, QUALITIES
 from protect.views import DEFAULT_VIEWS, VIEW_LEVELS
 
 log = logging.getLogger("fixative")
+
+
+def __getattr__(name: str):
+    """``sha256_file`` is re-exported (older callers import it from here), loaded only when asked for."""
+    if name == "sha256_file":
+        from protect.manifest import sha256_file
+
+        return sha256_file
+    raise AttributeError(name)
 
 
 def output_names(inputs: list[Path], out_dir: Path, suffix: str = ".png") -> dict[Path, Path]:

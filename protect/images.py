@@ -33,13 +33,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from protect.choices import MAX_PIXELS  # noqa: F401 (re-exported)
 from protect.errors import InputImageError
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-#: refuse images above this many pixels (a decompression bomb or a mistake); 300 MP
-MAX_PIXELS = 300_000_000
 
 #: file suffixes taken from folders and globs (a file named on the command line is tried whatever its name)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".gif")
