@@ -199,8 +199,8 @@ def announce(opts) -> object | None:
     limit = f"{opts.seconds:.0f} s time limit" if opts.seconds else "no time limit"
     per_image = [speed.seconds_for(p, opts.steps, opts.seconds) for p in sizes or [pixels]]
     mean = sum(per_image) / len(per_image)
-    log.info("expected time per image with %s (%d steps, %s) on %s: about %s for a %.1f MP image "
-             "(%.3g s per step at %.1f MP, %s)", what, opts.steps, limit, device, duration(mean),
+    log.info("expected time per image with %s (%d steps, %s) on %s: about %s for a %.2g MP image "
+             "(%.3g s per step at %.2g MP, %s)", what, opts.steps, limit, device, duration(mean),
              sum(sizes or [pixels]) / len(sizes or [pixels]) / 1e6, speed.seconds_per_step, speed.pixels / 1e6, where)
     total = sum(per_image)
     if len(per_image) > 1:
