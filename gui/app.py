@@ -46,10 +46,10 @@ MODE_LABELS = {"cloak": "Style cloak", "poison": "Concept poison", "immunize": "
 IMMUNIZE_LABELS = {"away": "Away from the image itself", "texture": "Towards a texture pattern",
                    "gray": "Towards flat gray"}
 MODE_HELP = {
-    "cloak": "A model fine-tuned on your images learns a different style. The target is each image re-rendered in "
-             "another style: 'built-in' (the default) makes it on this computer in seconds, with no download; the "
-             "named styles and 'auto' use a diffusion model (a download of several GB, minutes per image on a "
-             "CPU); or use your own target image.",
+    "cloak": "A model fine-tuned on your images learns a different style. 'built-in' (the default) moves what it "
+             "sees towards a texture made on this computer in a second, with no download; the named styles and "
+             "'auto' re-render each image in another style with a diffusion model (a download of several GB, "
+             "minutes per image on a CPU); or use your own target image.",
     "poison": "A model trained on your images with their captions learns the wrong concept: pictures of your "
               "concept teach it the anchor instead. The target is a made picture of the anchor, or your own.",
     "immunize": "Edits of your image by img2img or inpainting break down: what the model sees is pushed away from "

@@ -158,8 +158,8 @@ def metrics_words(record: dict) -> str:
         desc = {"style": f"the image re-rendered in the style '{target.get('style', '?')}'",
                 "anchor": f"a made image of '{target.get('anchor', '?')}'",
                 "pattern": f"the built-in '{target.get('pattern', '?')}' pattern",
-                "code": f"your image re-rendered on this computer in the built-in '{target.get('name', '?')}' style "
-                        "(no diffusion model)",
+                "code": f"made on this computer by code: the built-in '{target.get('name', '?')}' (no diffusion "
+                        "model)",
                 "image": f"your target image {_short(str(target.get('path', '')))}"}.get(kind, str(kind))
         lines.append(f"- **Target**: {desc}.")
     return "\n".join(lines)

@@ -44,8 +44,8 @@ IMMUNIZE_TARGETS = ("away", "texture", "gray")
 MIN_SPEED_PIXELS = 250_000
 #: the first encoders offered (any spec the command line takes works)
 DEFAULT_ENCODERS = ("taef2",)
-#: the style cloak's default: a rendering of the image made by code on this computer (no diffusion model,
-#: no download; ``fixative protect`` without --target or --style does the same)
+#: the style cloak's default: a target made by code on this computer (:func:`protect.patterns.restyle`; no
+#: diffusion model, no download; ``fixative protect`` without --target or --style does the same)
 BUILTIN_STYLE = "built-in"
 
 

@@ -2,8 +2,9 @@
 
 - ``cloak`` (style cloaking, Glaze-like) and ``poison`` (concept poisoning, Nightshade-like)
   move the encoders' view towards a target image: the user's ``--target IMAGE``, or a made one.
-  A cloak given no target at all uses a rendering of the image in a distant style made by code
-  (kind ``"code"``, :func:`protect.patterns.restyle`): seconds on any machine, no diffusion model.
+  A cloak given no target at all uses a target made by code (kind ``"code"``,
+  :func:`protect.patterns.restyle`, :data:`~protect.patterns.DEFAULT_RESTYLE`): a second on any machine,
+  no diffusion model.
 - ``immunize`` (PhotoGuard/Mist-like) pushes the view away from the image's own encoding, or
   towards ``--target`` when one is given.
 

@@ -212,7 +212,9 @@ def test_artist_screen_defaults_protect_with_no_diffusion_model(served, tmp_path
             page.locator("#fx-steps input").press("Tab")
             page.evaluate("window.scrollTo(0, 0)")
             run.click()
-            expect(page.locator("#fx-metrics")).to_contain_text("built-in 'posterize' style", timeout=90_000)
+            from protect.patterns import DEFAULT_RESTYLE
+
+            expect(page.locator("#fx-metrics")).to_contain_text(f"the built-in '{DEFAULT_RESTYLE}'", timeout=90_000)
             expect(page.locator("#fx-command")).to_contain_text("fixative protect /")
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(shot))
