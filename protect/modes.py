@@ -114,7 +114,7 @@ def _user_image(request: TargetRequest, image: LoadedImage) -> Target:
 
 
 def _code_target(request: TargetRequest, image: LoadedImage, on_step=None) -> Target:
-    """The image re-rendered by code (:func:`protect.patterns.restyle`); no model, no file."""
+    """The target made by code for the image (:func:`protect.patterns.restyle`); no model, no file."""
     from protect import __version__
     from protect.patterns import DEFAULT_RESTYLE, restyle
 
