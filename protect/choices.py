@@ -10,3 +10,6 @@ OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tiff": ".tif", "jpeg": ".jpg"
 DEFAULT_JPEG_QUALITY = 95
 #: refuse images above this many pixels (a decompression bomb or a mistake); 300 MP
 MAX_PIXELS = 300_000_000
+VIEW_LEVELS = ("train", "off")
+#: the default of the command line and the GUI
+DEFAULT_VIEWS = "train"

@@ -23,17 +23,18 @@ from protect import __version__, target_flags
 from protect.choices import (
     DEFAULT_JPEG_QUALITY,
     DEFAULT_ROBUST,
+    DEFAULT_VIEWS,
     MAX_PIXELS,
     METHODS,
     OUTPUT_FORMATS,
     PRECISIONS,
     ROBUST_LEVELS,
+    VIEW_LEVELS,
 )
 from protect.devices import DEVICE_CHOICES
 from protect.errors import FixativeError
 from protect.modes import MODES
 from protect.presets import INTENSITIES, QUALITIES
-from protect.views import DEFAULT_VIEWS, VIEW_LEVELS
 
 log = logging.getLogger("fixative")
 
