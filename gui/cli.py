@@ -25,12 +25,16 @@ def _megabytes(text: str) -> int:
     return int(value * 1024 * 1024)
 
 
+#: the one-line help of ``fixative gui`` in ``fixative --help``
+COMMAND_HELP = "open the desktop app (drop images, protect, download)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``gui`` to the ``fixative`` command line."""
     from protect.devices import DEVICE_CHOICES
 
     p = subparsers.add_parser(
-        "gui", help="open the desktop app (drop images, protect, download)",
+        "gui", help=COMMAND_HELP,
         description="Serve Fixative's desktop app in the browser. It listens on 127.0.0.1 only (this computer) "
                     "unless --host says otherwise, never makes a public link, and sends no analytics.")
     p.add_argument("--host", default="127.0.0.1",

@@ -22,19 +22,20 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from torch import Tensor
 
+from protect.choices import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS  # noqa: F401 (re-exported)
 from protect.errors import ConfigError, InputImageError
 
-#: --format name -> file suffix
-OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tiff": ".tif", "jpeg": ".jpg"}
+if TYPE_CHECKING:
+    from torch import Tensor
+
 #: formats that hold 16 bits per channel
 SIXTEEN_BIT_FORMATS = ("png", "tiff")
 LOSSY_FORMATS = ("jpeg",)
-DEFAULT_JPEG_QUALITY = 95
 #: EXIF IFD0 text tags a 16-bit TIFF keeps: description, make, model, software, date, artist, copyright
 _TIFF_TEXT_TAGS = (270, 271, 272, 305, 306, 315, 33432)
 

@@ -28,16 +28,17 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
+from protect.choices import MAX_PIXELS  # noqa: F401 (re-exported)
 from protect.errors import InputImageError
 
-#: refuse images above this many pixels (a decompression bomb or a mistake); 300 MP
-MAX_PIXELS = 300_000_000
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 #: file suffixes taken from folders and globs (a file named on the command line is tried whatever its name)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".gif")
@@ -416,6 +417,8 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
         info["dpi"] = tuple(float(d) for d in dpi)
     scale = 65535.0 if colour.dtype == np.uint16 else 255.0
     rgb = colour.astype(np.float32) / scale
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].contiguous()
     return LoadedImage(path, tensor, alpha, bits, mode, info, fmt, orientation, notes)
 
@@ -424,6 +427,8 @@ def load_target(path: str | Path, size: tuple[int, int]) -> Tensor:
     """Read a target image and resize it (bicubic, antialiased) to (height, width)."""
     target = load_image(path).rgb
     if tuple(target.shape[-2:]) != tuple(size):
+        import torch
+
         target = torch.nn.functional.interpolate(
             target, size=size, mode="bicubic", antialias=True, align_corners=False
         ).clamp(0, 1)

@@ -67,12 +67,22 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_entry(path: Path) -> dict:
-    """``{"path", "bytes", "sha256"}`` of a weights file; hashes are cached per process."""
+    """``{"path", "bytes", "sha256"}`` of a weights file; hashes are cached per process.
+
+    A file built into the package (:mod:`protect.builtin`) also gets ``"builtin"``: its name, source
+    and licence, so a record says which shipped weights made it.
+    """
+    from protect.builtin import builtin_file
+
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_file(path)
-    return {"path": str(path), "bytes": stat.st_size, "sha256": _DIGESTS[key]}
+    entry = {"path": str(path), "bytes": stat.st_size, "sha256": _DIGESTS[key]}
+    shipped = builtin_file(path)
+    if shipped is not None:
+        entry["builtin"] = {"name": shipped.relpath, "source": shipped.source, "licence": shipped.licence}
+    return entry
 
 
 def _weight_files_in(folder: Path) -> list[Path]:

@@ -32,12 +32,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from protect.choices import DEFAULT_VIEWS, VIEW_LEVELS  # noqa: F401 (re-exported)
 from protect.errors import ConfigError
 from protect.robust import resize
 
-VIEW_LEVELS = ("train", "off")
-#: the default of the command line and the GUI
-DEFAULT_VIEWS = "train"
 #: the encoders' downsampling factor (px): the smallest sizes are multiples of it
 GRID = 8
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the per-user models folder (and speed cache) of the machine running the tests are never read or written
+import tempfile  # noqa: E402
+
+os.environ.setdefault("FIXATIVE_DATA_DIR", tempfile.mkdtemp(prefix="fixative-test-data-"))
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="fixative-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 

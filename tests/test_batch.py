@@ -17,6 +17,7 @@ from protect.cli import main
 from protect.errors import ConfigError
 from protect.images import load_image
 from protect.manifest import INDEX_NAME, verify
+from protect.patterns import DEFAULT_RESTYLE
 from protect.presets import budget_for, effort_for, robust_for_quality
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
@@ -176,9 +177,15 @@ def test_modes_presets_and_formats(tmp_path, tiny_models, target, capsys, caplog
     record = json.loads((out / "art.json").read_text())
     assert record["settings"]["objective"] == "away" and record["settings"]["budget"] == 0.03
     assert record["mode"] == "immunize" and record["target"] is None
-    # cloak needs a target
-    assert _protect(tiny_models, str(art), "--mode", "cloak", "--out", str(out)) == 2
-    assert "--target" in caplog.text
+    # cloak without a target: a rendering of the image made by code, no diffusion model; recorded
+    assert _protect(tiny_models, str(art), "--mode", "cloak", "--out", str(out / "cloak")) == 0
+    record = json.loads((out / "cloak" / "art.json").read_text())
+    assert record["target"]["kind"] == "code" and record["target"]["name"] == DEFAULT_RESTYLE
+    assert record["target"]["model"] is None and record["settings"]["objective"] == "target"
+    assert record["run_settings"]["target"]["kind"] == "code"
+    # poison still needs a target, and says how to give one
+    assert _protect(tiny_models, str(art), "--mode", "poison", "--out", str(out)) == 2
+    assert "--target" in caplog.text and "--anchor" in caplog.text
     # JPEG on request: measured again after compression
     assert _protect(tiny_models, str(art), "--target", str(target), "--out", str(out), "--format", "jpeg",
                     "--jpeg-quality", "80", "--json") == 0
