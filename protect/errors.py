@@ -17,3 +17,7 @@ class InputImageError(FixativeError):
 
 class ConfigError(FixativeError):
     """An option has a value that cannot work (unknown method, budget out of range, ...)."""
+
+
+class OutputError(FixativeError):
+    """An output (file or folder) cannot be written where it must go (a file in the way, no permission, disk full)."""
