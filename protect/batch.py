@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from protect import __version__
-from protect.errors import ConfigError, FixativeError, InputImageError, ModelNotFoundError, OutputError
+from protect.errors import (
+    ConfigError,
+    FixativeError,
+    InputImageError,
+    ModelNotFoundError,
+    OutputError,
+    safe_load_message,
+)
 from protect.formats import (
     DEFAULT_JPEG_QUALITY,
     OUTPUT_FORMATS,
@@ -829,7 +836,7 @@ def _run_jobs(mine: list[Job], runner: _Runner, outcomes: list[Outcome], show: b
                 log.error("%s: %s", job.input, outcome.reason)
             except Exception as exc:  # one image's unexpected failure never stops the portfolio
                 kind = "out of GPU memory (try a smaller --tile-size)" if "OutOfMemory" in type(exc).__name__ else (
-                    f"unexpected error: {type(exc).__name__}: {exc}")
+                    f"unexpected error: {type(exc).__name__}: {safe_load_message(exc)}")
                 outcome = Outcome(str(job.input), "failed", reason=kind)
                 log.error("%s: %s", job.input, kind)
                 log.debug("details", exc_info=True)
