@@ -16,7 +16,7 @@ from protect.batch import InputItem, collect_inputs, parse_shard, plan_outputs
 from protect.cli import main
 from protect.errors import ConfigError
 from protect.images import load_image
-from protect.manifest import INDEX_NAME, verify
+from protect.manifest import INDEX_NAME, recorded_path, verify
 from protect.presets import budget_for, effort_for, robust_for_quality
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
@@ -31,7 +31,7 @@ def _records(folder: Path) -> dict[str, dict]:
     for path in folder.rglob("*.json"):
         if path.name != INDEX_NAME:
             data = json.loads(path.read_text())
-            found[data["input"]["path"]] = data
+            found[str(recorded_path(data["input"]["path"], path.parent))] = data  # relative to the record
     return found
 
 
