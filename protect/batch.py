@@ -378,14 +378,16 @@ def plan_outputs(items: list[InputItem], out_dir: Path, suffix: str = ".png") ->
             if keys & inputs or keys & assigned:
                 continue
             owner = _record_owner(record)
-            if owner is False or (owner is not None and owner != own):
+            if owner is not None and owner is not False and owner != own:
                 continue
-            if owner is None and dest.exists():
-                # no record: the name is still this input's if the index lists it so (its record renamed or lost)
+            if owner is False or (owner is None and dest.exists()):
+                # no record, or a damaged one: the name is still this input's if the index lists it so (the
+                # record renamed, lost or damaged: the image is done again); else it belongs to something else
                 entry = entries.get(dest.relative_to(out_dir).as_posix())
                 if entry is None or recorded_path(entry.get("input"), out_dir) != own:
                     continue
-                _restore_record(dest, record, entry, out_dir)
+                if owner is None:
+                    _restore_record(dest, record, entry, out_dir)
             break
         assigned |= keys
         jobs.append(Job(item.path, dest, record))

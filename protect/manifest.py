@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ from protect import __version__
 from protect.errors import FixativeError
 from protect.formats import atomic_write
 from protect.images import IMAGE_SUFFIXES
+
+log = logging.getLogger("fixative")
 
 INDEX_NAME = "fixative-index.json"
 LOCK_NAME = ".fixative-index.lock"
@@ -307,15 +311,21 @@ def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool =
     the SHA-256 they must still have (the record and output just written); when another run has
     replaced one of them since, nothing is written (that run indexes its own; a rerun repairs a
     mismatch by redoing the image). A damaged index is kept beside the new one, as
-    ``fixative-index.json.damaged-TIME``, never thrown away.
+    ``fixative-index.json.damaged-TIME``, never thrown away; its damaged entries are left out of the new one.
     """
     with _locked(folder):
         index = load_index(folder)
-        if index is None:
+        damaged = [] if index is None else [k for k, v in index["entries"].items() if entry_problem(v)]
+        if index is None or damaged:  # keep the damaged index as it was, then go on without what is damaged
             if (folder / INDEX_NAME).exists():
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-                os.replace(folder / INDEX_NAME, folder / f"{INDEX_NAME}.damaged-{stamp}")
-            index = _empty_index()
+                kept = folder / f"{INDEX_NAME}.damaged-{stamp}"
+                shutil.copyfile(folder / INDEX_NAME, kept)
+                log.warning("%s was damaged (%s); a copy is kept as %s", folder / INDEX_NAME,
+                            f"entries {', '.join(damaged)}" if damaged else "unreadable", kept.name)
+            index = index or _empty_index()
+            for name in damaged:
+                del index["entries"][name]
         if not replace and output_name in index["entries"]:
             return False
         for path, digest in (expect or {}).items():

@@ -231,12 +231,17 @@ def test_malformed_records_and_index_entries_are_named_never_a_crash(tmp_path, t
     printed = capsys.readouterr().out
     assert "TAMPERED: a1.json" in printed and "FOREIGN: strange.json" in printed
 
-    # protecting into that folder goes on: the damaged record is left alone, its image gets another name
+    # protecting into that folder goes on: the image whose record (listed in the index) is damaged is redone,
+    # the damaged index entry is dropped (a copy of the index as it was is kept), the user's files are untouched
     assert _protect(tiny_models, str(art), "--target", str(target), "--out", str(out)) == 0
     after = corpus.snapshot(out)
-    for name in ("a1.json", "strange.json", "strange.png", "list.json"):
+    for name in ("strange.json", "strange.png", "list.json"):
         assert after[name] == saved[name]
-    assert (out / "a1_2.png").is_file()
+    assert not (out / "a1_2.png").exists() and json.loads(after["a1.json"])["input"]["name"] == "a1.png"
+    kept = list(out.glob(f"{INDEX_NAME}.damaged-*"))
+    assert len(kept) == 1 and "ghost.png" in kept[0].read_text()
+    problems = {(p.kind, p.name) for p in verify(out).problems}
+    assert problems == {("foreign", "strange.json"), ("unrecorded", "strange.png")}  # the user's own files
 
 
 # --- 6: stale index entries, tampered records and orphaned temporaries -------------------------------------
