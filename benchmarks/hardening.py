@@ -133,6 +133,19 @@ class Bench:
         if len(run.lines()) > 14:
             print(f"    | ... ({len(run.lines()) - 14} more lines)")
 
+    def interrupted(self, out: Path, sig: int, *args: str) -> Run:
+        """``fixative protect ARGS --out OUT`` at 60 steps, sent ``sig`` half a second after its first output."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        proc, argv = self.popen("protect", *args, "--out", str(out), *[a if a != "2" else "60" for a in self.tiny()])
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(out.glob("*.png")):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        out_text, err_text = proc.communicate()
+        return self._finish(proc, argv, out_text, err_text, started, before)
+
     def verify_ok(self, out: Path) -> None:
         run = self.fixative("verify", str(out))
         assert self.case is not None
@@ -347,17 +360,7 @@ def case_stale(b: Bench) -> None:
     b.verify_ok(out)
     # a real kill -9 in the middle of a run
     out9 = b.work / "out-kill9"
-    before_kill = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc, argv = b.popen("protect", "art", "--target", "target.png", "--out", str(out9),
-                         *[a if a != "2" else "60" for a in b.tiny()])
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(out9.glob("*.png")):
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    out_text, err_text = proc.communicate()
-    b._finish(proc, argv, out_text, err_text, started, before_kill)
+    b.interrupted(out9, signal.SIGKILL, "art", "--target", "target.png")
     b.fixative("protect", "art", "--target", "target.png", "--out", str(out9), *b.tiny())
     unchanged(b, before, [art])
     b.verify_ok(out9)
@@ -423,17 +426,7 @@ def case_sigterm(b: Bench) -> None:
     art = b.work / "art"
     out = b.work / "out-sigterm"
     before = digests([art])
-    before_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc, argv = b.popen("protect", "art", "--target", "target.png", "--out", str(out),
-                         *[a if a != "2" else "60" for a in b.tiny()])
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(out.glob("*.png")):
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out_text, err_text = proc.communicate()
-    run = b._finish(proc, argv, out_text, err_text, started, before_cpu)
+    run = b.interrupted(out, signal.SIGTERM, "art", "--target", "target.png")
     b.case.check("exit 143 with a message saying what was saved",
                  run.code == 143 and "interrupted (SIGTERM)" in run.err and "saved in" in run.err)
     b.case.check("no partial file left", not list(out.rglob("*.part")))

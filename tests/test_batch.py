@@ -35,23 +35,7 @@ def _records(folder: Path) -> dict[str, dict]:
     return found
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def target(tmp_path) -> Path:
-    path = tmp_path / "target" / "target.png"
-    path.parent.mkdir()
-    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_corpus_every_good_file_protected_every_bad_one_named(tmp_path, tiny_models, target, caplog, capsys):

@@ -24,15 +24,7 @@ from protect.manifest import INDEX_NAME, recorded_path, verify
 
 from tiny import subprocess_env, tiny_protect_args
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _protect(models: Path, *args: str, steps: int = 2) -> int:
@@ -46,14 +38,6 @@ def art(tmp_path) -> Path:
     for i in range(3):
         Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"a{i}.png")
     return folder
-
-
-@pytest.fixture
-def target(tmp_path) -> Path:
-    path = tmp_path / "target" / "target.png"
-    path.parent.mkdir()
-    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
-    return path
 
 
 def _errors(caplog) -> list[str]:
