@@ -67,6 +67,7 @@ class AppConfig:
     encoders: tuple[str, ...] = ("taef2",)
     device: str = "auto"
     root: Path | None = None
+    target_cache: Path | None = None  # None: made targets live in the temporary folder, deleted at exit
 
 
 def _import_gradio():
@@ -115,7 +116,8 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
     """The app's ``gr.Blocks`` (and its :class:`Workbench` as ``blocks.fixative_bench``); loads no model."""
     config = config or AppConfig()
     if bench is None:
-        kw: dict[str, Any] = {"models_dir": config.models_dir, "max_bytes": config.max_file_bytes, "root": config.root}
+        kw: dict[str, Any] = {"models_dir": config.models_dir, "max_bytes": config.max_file_bytes, "root": config.root,
+                              "target_cache": config.target_cache}
         if config.max_pixels:
             kw["max_pixels"] = config.max_pixels
         bench = Workbench(**kw)
@@ -315,15 +317,23 @@ def launch(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = Non
     """Build the app and serve it on ``host:port`` (port None = the first free one from 7860).
 
     Never shares publicly; analytics off; uploads over ``config.max_file_bytes`` are refused by the
-    server. ``block=False`` returns at once (tests); returns ``(blocks, local_url)``.
+    server; requests addressed to another host, or sent by another site's page, are refused
+    (:mod:`gui.guard`). ``block=False`` returns at once (tests); returns ``(blocks, local_url)``.
     """
+    from gui.guard import LOOPBACK_NAMES, HostGuard, middleware
+
     demo = build_app(config)
     demo.queue(default_concurrency_limit=1)
+    # the Host and Origin gate (gui.guard): no DNS rebinding, no uploads from other sites' pages
+    guard = HostGuard(loopback=host in LOOPBACK_NAMES)
+    demo.fixative_guard = guard
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=open_browser, max_file_size=config.max_file_bytes,
         prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False, mcp_server=False, pwa=False,
         enable_monitoring=False, css=PROGRESS_CSS, footer_links=["gradio"],
+        app_kwargs={"middleware": [middleware(guard)]},
     )
+    guard.port = demo.server_port
     if not quiet:
         where = "this computer only" if host in ("127.0.0.1", "localhost", "::1") else f"every address of {host}"
         print(f"Fixative is running at {url} ({where}). Press Ctrl+C to stop.", flush=True)

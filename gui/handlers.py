@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gui.explain import JobProgress, SpeedTable, metrics_words, plain_error
-from protect.errors import FixativeError
+from protect.errors import FixativeError, safe_load_message
 from protect.images import IMAGE_SUFFIXES, MAX_PIXELS
 from protect.modes import MODES
 from protect.presets import INTENSITIES, QUALITIES
@@ -332,7 +332,9 @@ class Workbench:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.own_root:
             atexit.register(self.cleanup)
-        self.target_cache = target_cache
+        # made targets are re-rendered copies of the artwork: kept in the temporary folder (deleted at exit)
+        # unless the user chose a cache
+        self.target_cache = Path(target_cache).expanduser() if target_cache else self.root / "targets"
         self.speed = SpeedTable()
         self.lock = threading.Lock()  # one protection (one GPU job) at a time, whoever asks
         self._protector = None
@@ -583,7 +585,7 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
             return fail("Could not protect: out of memory. Try fewer or smaller images, or another device.")
         except Exception as exc:  # the app keeps working whatever happens in a job
             log.exception("job failed")
-            return fail(f"Could not protect: unexpected error ({type(exc).__name__}: {exc}).")
+            return fail(f"Could not protect: unexpected error ({type(exc).__name__}: {safe_load_message(exc)}).")
 
     if result.images:
         from gui.views import portfolio_zip

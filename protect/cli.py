@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -145,6 +146,9 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--check-encoder", action="append", dest="check_encoders", metavar="SPEC", default=[],
                    help="also measure the result on this encoder without crafting against it (e.g. craft on the "
                         "tiny taef2, check on the full flux2 VAE: the transfer); repeatable")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="records name the input, target and model files by absolute path (default: relative to "
+                        "the record's folder, so a shared record does not show your folders)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on standard output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only problems")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -250,6 +254,7 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
         check_encoders=args.check_encoders, tile_batch=args.tile_batch,
         robust=robust_for_quality(args.quality, args.robust, DEFAULT_ROBUST), platform=args.platform,
         views=args.views,
+        absolute_paths=getattr(args, "absolute_paths", False),
     )
 
 
@@ -307,15 +312,35 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("PIL").setLevel(logging.INFO)  # its chunk-by-chunk debug lines are noise here
+    signals: list[int] = []
+    previous = _on_sigterm(signals)
     try:
         return args.handler(args)
     except FixativeError as exc:
         log.error("error: %s", exc)
         return 2
-    except KeyboardInterrupt:
-        # a subcommand may say what an interruption keeps (``interrupted`` on its parser defaults)
-        log.error("interrupted: %s", getattr(args, "interrupted", "finished images are saved; rerun to do the rest"))
-        return 130
+    except KeyboardInterrupt as exc:
+        # the batch says what it saved; a subcommand may say what an interruption keeps (``interrupted``)
+        said = str(exc) or getattr(args, "interrupted", "finished images are saved; rerun to do the rest")
+        log.error("interrupted%s: %s", " (SIGTERM)" if signals else "", said)
+        return 128 + (signals[0] if signals else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(signals: list[int]):
+    """Make SIGTERM stop a command as Ctrl+C does (what is saved is said, nothing half-written is left);
+    returns the previous handler (None where no handler can be set: not the main thread)."""
+
+    def stop(signum, frame):
+        signals.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):  # not the main thread (an app calling main())
+        return None
 
 
 if __name__ == "__main__":

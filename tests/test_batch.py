@@ -16,7 +16,7 @@ from protect.batch import InputItem, collect_inputs, parse_shard, plan_outputs
 from protect.cli import main
 from protect.errors import ConfigError
 from protect.images import load_image
-from protect.manifest import INDEX_NAME, verify
+from protect.manifest import INDEX_NAME, recorded_path, verify
 from protect.patterns import DEFAULT_RESTYLE
 from protect.presets import budget_for, effort_for, robust_for_quality
 
@@ -32,27 +32,11 @@ def _records(folder: Path) -> dict[str, dict]:
     for path in folder.rglob("*.json"):
         if path.name != INDEX_NAME:
             data = json.loads(path.read_text())
-            found[data["input"]["path"]] = data
+            found[str(recorded_path(data["input"]["path"], path.parent))] = data  # relative to the record
     return found
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def target(tmp_path) -> Path:
-    path = tmp_path / "target" / "target.png"
-    path.parent.mkdir()
-    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_corpus_every_good_file_protected_every_bad_one_named(tmp_path, tiny_models, target, caplog, capsys):
