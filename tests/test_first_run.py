@@ -154,7 +154,9 @@ def test_expected_time_is_printed_and_cached(tmp_path, tiny_models, caplog):
 
     art = tmp_path / "art.png"
     Image.fromarray(corpus.rgb8(1)).save(art)
-    args = [str(art), "--target", str(art), "--out", str(tmp_path / "out"), *tiny_protect_args(tiny_models, 20)]
+    target = tmp_path / "target.png"  # another picture: a target equal to the input is refused up front
+    Image.fromarray(corpus.rgb8(2)).save(target)
+    args = [str(art), "--target", str(target), "--out", str(tmp_path / "out"), *tiny_protect_args(tiny_models, 20)]
     args.remove("-q")
     with caplog.at_level("INFO", logger="fixative"):
         assert main(["protect", *args]) == 0

@@ -102,13 +102,13 @@ def test_immunize_with_pattern(tmp_path, tiny_models):
     (["--mode", "immunize", "--pattern", "gray", "--target-model", "sd15"], "made by code"),
 ])
 def test_bad_combinations_are_one_clear_error(tmp_path, tiny_models, caplog, flags, message):
-    art = _png(tmp_path / "a.png", 16, 16, 0)
+    art = _png(tmp_path / "a.png", 32, 32, 0)
     assert _protect(tiny_models, str(art), *flags, "--out", str(tmp_path / "o")) == 2
     assert message in caplog.text
 
 
 def test_missing_generator_is_one_clear_error(tmp_path, tiny_models, caplog):
-    art = _png(tmp_path / "a.png", 16, 16, 0)
+    art = _png(tmp_path / "a.png", 32, 32, 0)
     code = _protect(tiny_models, str(art), "--style", "cubism", "--target-model", "nobody/nothing",
                     "--target-cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"))
     assert code in (1, 2)
