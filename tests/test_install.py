@@ -76,6 +76,7 @@ def test_fresh_venv_non_editable_install_protects_offline_with_no_models_folder(
         lpips = record["models"]["lpips"]["files"][0]
         for entry, rel in ((encoder, "taesd/taef2_encoder.pth"), (lpips, "lpips/alexnet_features.safetensors")):
             assert entry["builtin"]["name"] == rel and entry["sha256"] == BUILTIN_FILES[rel].sha256
-            assert Path(entry["path"]).is_relative_to(venv)
+            # records hold paths relative to their folder (no user's folders in them): it is the installed file
+            assert (work / out / entry["path"]).resolve().is_relative_to(venv.resolve())
     assert not (work / "models").exists() and not (home / "data").exists()  # nothing needed, nothing downloaded
     _check([fixative, "verify", "out"], cwd=work, env=env)
