@@ -239,24 +239,3 @@ def target(tmp_path) -> Path:
     path.parent.mkdir()
     Image.fromarray(corpus.rgb8(99), "RGB").save(path)
     return path
-
-
-# --- the engine on tiny models (tests/test_engine.py, tests/test_views.py) --------------------------
-
-
-@pytest.fixture(scope="module")
-def perceptual():
-    """LPIPS alex with a random seeded backbone (see tiny.tiny_perceptual)."""
-    from tiny import tiny_perceptual
-
-    return tiny_perceptual()
-
-
-@pytest.fixture(scope="module")
-def protector(perceptual):
-    """A Protector on one tiny random encoder, on the CPU."""
-    from protect.engine import Protector
-
-    from tiny import TinyEncoder
-
-    return Protector([TinyEncoder(0)], perceptual, "cpu")

@@ -13,6 +13,16 @@ from protect.optimizer import METHODS, OptimizerSettings
 from tiny import TinyEncoder, smooth_image, tiny_perceptual
 
 
+@pytest.fixture(scope="module")
+def perceptual():
+    return tiny_perceptual()
+
+
+@pytest.fixture(scope="module")
+def protector(perceptual):
+    return Protector([TinyEncoder(0)], perceptual, "cpu")
+
+
 def _fast(**kw):
     kw.setdefault("steps", 12)
     kw.setdefault("precision", "fp32")

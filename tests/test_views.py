@@ -13,7 +13,17 @@ from protect.optimizer import OptimizerSettings, ViewedImages
 from protect.robust import Draw, resize
 from protect.views import TrainingViews, View, ViewSampler, evaluation_views, view_sizes, views_for, work_size
 
-from tiny import TinyEncoder, smooth_image
+from tiny import TinyEncoder, smooth_image, tiny_perceptual
+
+
+@pytest.fixture(scope="module")
+def perceptual():
+    return tiny_perceptual()
+
+
+@pytest.fixture(scope="module")
+def protector(perceptual):
+    return Protector([TinyEncoder(0)], perceptual, "cpu")
 
 
 def test_view_sizes_of_a_large_artwork():
