@@ -18,7 +18,7 @@ earlier versions; no pixel cap unless ``--linf`` is given); its former presets a
 
 | ``--quality`` | steps | search time limit per image |
 | --- | --- | --- |
-| ``preview`` | 8 | 5 s |
+| ``preview`` | 8 | 5 s, without the robust mix unless ``--robust`` asks for it (a first look, not for posting) |
 | ``fast`` | 60 | 60 s |
 | ``standard`` (default) | 300 | 200 s |
 | ``best`` | 1000 | 900 s |
@@ -52,12 +52,17 @@ LPIPS_INTENSITY_LINF: dict[str, float] = {"low": 4 / 255, "medium": 8 / 255, "hi
 
 @dataclass(frozen=True)
 class Quality:
+    """An effort preset: at most ``steps`` steps and ``seconds`` of search per image (None = no limit);
+    ``robust``: the robust mix it implies when the user names none (None = the command's default)."""
+
     steps: int
     seconds: float | None
+    robust: str | None = None
 
 
 QUALITIES: dict[str, Quality] = {
-    "preview": Quality(steps=8, seconds=5.0),
+    # at 8 steps the robust mix halves the gain (benchmarks/artwork.py's curve): a preview shows the file as saved
+    "preview": Quality(steps=8, seconds=5.0, robust="off"),
     "fast": Quality(steps=60, seconds=60.0),
     "standard": Quality(steps=300, seconds=200.0),
     "best": Quality(steps=1000, seconds=900.0),
@@ -70,6 +75,11 @@ def like_jpeg_for(intensity: str | None, like_jpeg: int | None) -> int:
     if like_jpeg is not None:
         return like_jpeg
     return INTENSITIES[intensity or DEFAULT_INTENSITY]
+
+
+def robust_for_quality(quality: str | None, robust: str | None, default: str) -> str:
+    """The robust level: ``robust`` when given, else the quality preset's, else ``default``."""
+    return robust or QUALITIES[quality or DEFAULT_QUALITY].robust or default
 
 
 def effort_for(quality: str | None, steps: int | None, seconds: float | None) -> tuple[int, float | None]:

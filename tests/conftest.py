@@ -11,6 +11,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the per-user models folder (and speed cache) of the machine running the tests are never read or written
+import tempfile  # noqa: E402
+
+os.environ.setdefault("FIXATIVE_DATA_DIR", tempfile.mkdtemp(prefix="fixative-test-data-"))
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="fixative-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 
@@ -208,3 +213,29 @@ def tiny_taef2_models(tmp_path_factory) -> Path:
     save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()},
               str(root / "lpips" / "alexnet_features.safetensors"))
     return root
+
+
+# --- the batch and hardening tests (tests/test_batch.py, tests/test_hardening.py) -------------------------
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def target(tmp_path) -> Path:
+    """A target image (40x32 px, ``corpus.rgb8(99)``) in its own folder."""
+    import corpus
+    from PIL import Image
+
+    path = tmp_path / "target" / "target.png"
+    path.parent.mkdir()
+    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
+    return path
