@@ -13,8 +13,13 @@ ratio (after / before, towards the target; lower = stronger; gain = 1 - ratio) o
 Images: a flat digital artwork (Elephants.jpg), a flat illustration drawn here in code, a photo with bokeh
 (LadyBird.jpg) and a textured photo (Garden.jpg), towards Wood.jpg (Garden.jpg for Wood itself).
 
+With training views (``--views train``, the default, as ``fixative protect`` runs) the ratio is the mean
+over the evaluation views (:func:`protect.views.evaluation_views`). ``--check`` prints the issue's targets for
+the default preset: FLIP at most the JPEG's, ratio at most 0.80 on each image, mean gain at least 1.3x.
+
     python benchmarks/visibility.py --models-dir ../shared/models --size 1024 --steps 300
-    python benchmarks/visibility.py --images-list Elephants.jpg Storm.jpg LadyBird.jpg --levels 75 --lpips medium
+    python benchmarks/visibility.py --images-list Elephants.jpg Storm.jpg LadyBird.jpg --levels 75 --lpips medium \
+        --check --save out/
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch.nn import functional as F
 
 from protect.budgets import VisibilityLimit
 from protect.engine import Protector
-from protect.images import load_image
+from protect.images import load_image, save_png
 from protect.optimizer import OptimizerSettings
 from protect.presets import LPIPS_INTENSITIES, LPIPS_INTENSITY_LINF
 from protect.visibility import VisibilityBudget, VisibilityModel, flip_of_file, jpeg_reference
@@ -87,12 +92,14 @@ def main() -> int:
     ap.add_argument("--lpips", nargs="+", default=list(LPIPS_INTENSITIES), choices=list(LPIPS_INTENSITIES),
                     help="today's LPIPS presets to scale back to each level (the best is reported)")
     ap.add_argument("--masking", type=float, default=None, help="masking strength of the visibility search")
-    ap.add_argument("--views", choices=("off", "train"), default="off",
+    ap.add_argument("--views", choices=("off", "train"), default="train",
                     help="train: search at the training views (protect.views); the ratio reported is then the mean "
                          "over the evaluation views")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--save", type=Path, help="folder to save the default-preset results (PNG) in")
+    ap.add_argument("--save", type=Path, help="folder to save each image at the benchmark's size, its LPIPS "
+                    "presets' results as saved and its q75 (default-preset) result in, as PNG (docs/make_flat_crop.py)")
+    ap.add_argument("--check", action="store_true", help="print the issue's targets for the q75 level (the default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -106,24 +113,35 @@ def main() -> int:
         return metrics.mean_ratio
     print(f"settings: encoder={args.encoder} size={args.size} px (longer side) steps={args.steps} device={dev} "
           f"threads={torch.get_num_threads()} target={args.target} views={args.views}"
-          "; FLIP by flip-evaluator at 67 ppd")
+          "; FLIP by flip-evaluator at 67 ppd; sec = wall-clock / CPU (process) seconds of each search")
     header = (f"{'image':14} {'level':>6} {'FLIP(jpeg)':>10} | {'lpips':>6} {'ratio':>6} {'FLIP':>6} | "
-              f"{'vis ratio':>9} {'FLIP':>6} {'LPIPS':>6} {'sec':>6} | {'gain x':>6}")
+              f"{'vis ratio':>9} {'FLIP':>6} {'LPIPS':>6} {'sec':>9} | {'gain x':>6}")
     print(header)
     print("-" * len(header))
-    gains, failures = [], 0
+    gains, failures, checks = [], 0, []
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for name in args.images_list:
         x = load(args.images, name, args.size).to(dev)
         tname = "Garden.jpg" if name == args.target else args.target
         t = resized(load_image(args.images / tname).rgb, args.size)
         t = F.interpolate(t, size=tuple(x.shape[-2:]), mode="bicubic", antialias=True, align_corners=False)
         t = t.clamp(0, 1).to(dev)
+        stem = Path(name).stem
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            save_png(args.save / f"{stem}-original.png", x)
         lpips_runs = {}
         for preset in args.lpips:
+            t0, c0 = time.perf_counter(), time.process_time()
             run = protector.protect(x, t, budget=LPIPS_INTENSITIES[preset],
                                     settings=OptimizerSettings(steps=args.steps, patience=0, views=args.views,
                                                                linf=LPIPS_INTENSITY_LINF[preset]))
             lpips_runs[preset] = run.image.to(dev) - x
+            print(f"{stem:14} {'lpips ' + preset:>17}: ratio {ratio_of(run.metrics):.3f} as saved, FLIP "
+                  f"{flip_of_file(x, run.image):.4f}, LPIPS {run.metrics.lpips:.3f}, "
+                  f"{time.perf_counter() - t0:.0f} / {time.process_time() - c0:.0f} s", flush=True)
+            if args.save is not None:
+                save_png(args.save / f"{stem}-lpips-{preset}.png", run.image)
         flip = VisibilityModel()
         for q in args.levels:
             level = flip_of_file(x, jpeg_reference(x, q))
@@ -143,19 +161,26 @@ def main() -> int:
             if ours_flip > level:
                 failures += 1
             if args.save is not None and q == 75:
-                from protect.images import save_png
-
-                args.save.mkdir(parents=True, exist_ok=True)
-                save_png(args.save / f"{Path(name).stem}-q75.png", ours.image)
+                save_png(args.save / f"{stem}-q75.png", ours.image)
             ours_ratio = ratio_of(ours.metrics)
             gain = (1 - ours_ratio) / max(1 - best[1], 1e-6)
             gains.append(gain)
-            print(f"{Path(name).stem:14} {'q' + str(q):>6} {level:10.4f} | "
+            if q == 75:
+                checks.append((stem, ours_flip, level, ours_ratio, gain))
+            print(f"{stem:14} {'q' + str(q):>6} {level:10.4f} | "
                   f"{best[0]:>6} {best[1]:6.3f} {best[2]:6.4f} | "
-                  f"{ours_ratio:9.3f} {ours_flip:6.4f} {ours.metrics.lpips:6.3f} {wall:6.0f} | "
-                  f"{gain:6.2f}   (cpu {cpu:.0f} s)", flush=True)
+                  f"{ours_ratio:9.3f} {ours_flip:6.4f} {ours.metrics.lpips:6.3f} {wall:4.0f}/{cpu:<4.0f} | "
+                  f"{gain:6.2f}", flush=True)
     print(f"mean gain ratio (visibility / best LPIPS preset at equal FLIP): {sum(gains) / len(gains):.2f}; "
           f"FLIP over the JPEG's: {failures} of {len(gains)}")
+    if args.check and checks:
+        print("targets of the default preset (q75): FLIP <= its JPEG's, ratio <= 0.80 on each, mean gain >= 1.3x")
+        for stem, f, level, ratio, _ in checks:
+            print(f"  {stem:14} FLIP {f:.4f} <= {level:.4f}: {'yes' if f <= level else 'NO'}; "
+                  f"ratio {ratio:.3f} <= 0.80: {'yes' if ratio <= 0.80 else 'NO'}")
+        mean = sum(c[4] for c in checks) / len(checks)
+        print(f"  mean gain x {mean:.2f} >= 1.3: {'yes' if mean >= 1.3 else 'NO'}")
+    print(f"total: {time.perf_counter() - wall0:.0f} s wall-clock, {time.process_time() - cpu0:.0f} s CPU (process)")
     return 0
 
 
