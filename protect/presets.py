@@ -37,13 +37,14 @@ from dataclasses import dataclass
 #: --intensity -> the JPEG quality whose visibility (FLIP, per image) the protection may not exceed
 INTENSITIES: dict[str, int] = {"low": 90, "medium": 75, "high": 50}
 DEFAULT_INTENSITY = "medium"
-#: what each intensity measured: FLIP of the saved file against the original (the picture's own JPEG's in
-#: brackets) and the distance ratio towards Wood.jpg with taef2, from benchmarks/visibility.py (512 px, 20 steps,
-#: the README's run); None where that run did not cover the level
+#: what each intensity measured (benchmarks/visibility.py, taef2 towards Wood.jpg, at the training views; the
+#: README's runs): FLIP of the saved file against the original (the picture's own JPEG's in brackets), and the
+#: distance ratio (the former LPIPS presets scaled back to the same FLIP in brackets). ``medium``: Elephants,
+#: Storm and LadyBird at 1024 px, 30 steps; ``low``/``high``: the four images of the trade-off table, 256 px, 15 steps
 INTENSITY_MEASURED: dict[str, tuple[str, str] | None] = {
-    "low": None,
-    "medium": ("0.063 (JPEG 0.066) on Elephants", "0.67 (LPIPS 0.07 + cap at equal FLIP: 0.79)"),
-    "high": None,
+    "low": ("0.038-0.047 (JPEG 0.046-0.064)", "0.68-0.76 (former presets at equal FLIP: 0.72-0.85)"),
+    "medium": ("0.032-0.057 (JPEG 0.034-0.061)", "0.73-0.80 (former default at equal FLIP: 0.78-0.89)"),
+    "high": ("0.049-0.088 (JPEG 0.082-0.094)", "0.67-0.70 (former presets at equal FLIP: 0.70-0.74)"),
 }
 #: the LPIPS presets of earlier versions (LPIPS budget, per-pixel cap in [0,1] units), for comparisons
 LPIPS_INTENSITIES: dict[str, float] = {"low": 0.03, "medium": 0.07, "high": 0.10}
