@@ -12,6 +12,7 @@ quantisation to the output's bit depth, until the saved pixels are within the bu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,20 +37,28 @@ class LinfCap:
         return delta.clamp(-self.eps, self.eps)
 
 
-class LpipsBudget:
-    """LPIPS(x + d, x) <= budget, against a fixed original whose features are computed once."""
+class MeasuredBudget:
+    """``metric(x + d, x) <= budget`` against a fixed original whose reference is computed once.
 
-    def __init__(self, perceptual: Perceptual, source: Tensor, budget: float):
-        if not 0 < budget < 1:
-            raise ValueError(f"LPIPS budget must be in (0, 1), got {budget}")
-        self.perceptual = perceptual
+    ``metric`` has ``reference(source)`` and a differentiable ``distance_to(candidate, reference)`` (shape
+    [N]); ``growth``: how the metric grows with the scale of a change (for :func:`scale_back`'s first guess).
+    The interface the search and the final check use: ``budget``, ``value``, ``measure``, ``scale_back``.
+    """
+
+    growth = 1.0
+    name = "budget"
+
+    def __init__(self, metric, source: Tensor, budget: float):
+        if not (math.isfinite(budget) and 0 < budget < 1):
+            raise ValueError(f"{self.name} must be in (0, 1), got {budget}")
+        self.metric = metric
         self.source = source
         self.budget = float(budget)
-        self.reference: LpipsReference = perceptual.reference(source)
+        self.reference = metric.reference(source)
 
     def value(self, candidate: Tensor) -> Tensor:
-        """LPIPS of a candidate image against the original, differentiable; shape [N]."""
-        return self.perceptual.distance_to(candidate, self.reference)
+        """The metric of a candidate image against the original, differentiable; shape [N]."""
+        return self.metric.distance_to(candidate, self.reference)
 
     @torch.no_grad()
     def measure(self, candidate: Tensor) -> float:
@@ -65,10 +74,22 @@ class LpipsBudget:
         max_scale: float = 1.0,
         tolerance: float = 0.005,
     ) -> tuple[Tensor, float, float]:
-        """Largest scale s in [0, max_scale] with LPIPS(q(x + s*d), x) <= limit (default: the budget);
-        see :func:`scale_back` (LPIPS grows about as s squared)."""
+        """Largest scale s in [0, max_scale] with metric(q(x + s*d), x) <= limit (default: the budget);
+        see :func:`scale_back`."""
         return scale_back(self.measure, self.source, delta, self.budget if limit is None else limit, levels, iters,
-                          max_scale, tolerance, growth=2.0)
+                          max_scale, tolerance, growth=self.growth)
+
+
+class LpipsBudget(MeasuredBudget):
+    """LPIPS(x + d, x) <= budget (LPIPS grows about as the square of a change's scale)."""
+
+    growth = 2.0
+    name = "LPIPS budget"
+    reference: LpipsReference
+
+    def __init__(self, perceptual: Perceptual, source: Tensor, budget: float):
+        super().__init__(perceptual, source, budget)
+        self.perceptual = perceptual
 
 
 @torch.no_grad()

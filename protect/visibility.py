@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from protect.constraints import quantize, scale_back
+from protect.constraints import MeasuredBudget, quantize
 
 #: FLIP's default observer: a 0.7 m wide 4K monitor seen from 0.7 m
 DEFAULT_PPD = 0.7 * 3840 / 0.7 * math.pi / 180
@@ -349,36 +349,18 @@ class _float32:
         return self.ctx.__exit__(*exc)
 
 
-class VisibilityBudget:
-    """score(x + d, x) <= budget under a :class:`VisibilityModel`, against a fixed original.
-
-    Same interface as :class:`protect.constraints.LpipsBudget`: ``budget``, ``value`` (differentiable,
-    shape [N]), ``measure`` (the largest over the batch) and ``scale_back`` (the guarantee on saved
-    pixels). ``budget`` is a mean visibility in (0, 1) (FLIP units when the model's masking is 0).
+class VisibilityBudget(MeasuredBudget):
+    """score(x + d, x) <= budget under a :class:`VisibilityModel` (or :class:`ViewingModel`), against a fixed
+    original; the interface of :class:`protect.constraints.LpipsBudget`. ``budget`` is a mean visibility in
+    (0, 1) (FLIP units when the model's masking is 0); the score grows about linearly with a change's scale.
     """
 
+    growth = 1.0
+    name = "the visibility budget"
+
     def __init__(self, model: VisibilityModel | ViewingModel, source: Tensor, budget: float):
-        if not (math.isfinite(budget) and 0 < budget < 1):
-            raise ValueError(f"the visibility budget must be in (0, 1), got {budget}")
+        super().__init__(model, source, budget)
         self.model = model
-        self.source = source
-        self.budget = float(budget)
-        self.reference = model.reference(source)
-
-    def value(self, candidate: Tensor) -> Tensor:
-        return self.model.distance_to(candidate, self.reference)
-
-    @torch.no_grad()
-    def measure(self, candidate: Tensor) -> float:
-        return float(self.value(candidate).max())
-
-    @torch.no_grad()
-    def scale_back(self, delta: Tensor, limit: float | None = None, levels: int | None = None, iters: int = 12,
-                   max_scale: float = 1.0, tolerance: float = 0.005) -> tuple[Tensor, float, float]:
-        """Largest scale s in [0, max_scale] with score(q(x + s*d), x) <= limit (default: the budget);
-        see :func:`protect.constraints.scale_back` (the score grows about linearly with s)."""
-        return scale_back(self.measure, self.source, delta, self.budget if limit is None else limit, levels, iters,
-                          max_scale, tolerance, growth=1.0)
 
 
 def jpeg_reference(image: Tensor, quality: int) -> Tensor:
