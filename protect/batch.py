@@ -772,11 +772,12 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
     items, failures, ignored = collect_inputs(opts.inputs, opts.recursive)
     if not items:  # nothing can be done: say why once, and leave no empty output folder behind
         raise ConfigError("nothing to protect: " + "; ".join(f"{f.input}: {f.reason}" for f in failures))
-    prepare_output_folder(opts.out)
-    jobs = plan_outputs(items, opts.out, OUTPUT_FORMATS[opts.format])
-    if request.kind == "image" and all(_same_file(job.input, request) for job in jobs):
+    if request.kind == "image" and all(_same_file(item.path, request) for item in items):
+        # checked before the output folder is made: a run that can do nothing leaves nothing behind
         raise ConfigError(f"--target {request.image} is the image to protect; moving an image towards itself "
                           "protects nothing: choose another target")
+    prepare_output_folder(opts.out)
+    jobs = plan_outputs(items, opts.out, OUTPUT_FORMATS[opts.format])
     mine = jobs[proc.index :: proc.count]
     outcomes: list[Outcome] = failures if proc.index == 0 else []
     for failure in outcomes:
