@@ -6,7 +6,8 @@
 - ``fixative-index.json`` in the output folder ties the records together: for every output,
   its record and the SHA-256 of both. Several processes (shards) update it under a file lock.
 - :func:`verify` checks a folder: every output against its record, every record against the
-  index, and lists outputs that are missing, tampered with, or not recorded at all.
+  index, each output's Content Credentials and the index's signature (:mod:`protect.credentials`),
+  and lists outputs that are missing, tampered with, stripped, or not recorded at all.
 
 A record is written before its output (both atomically), so an output file never exists
 without a record: a run killed between the two leaves a record whose output is missing, which
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -30,6 +32,8 @@ from protect import __version__
 from protect.errors import FixativeError
 from protect.formats import atomic_write
 from protect.images import IMAGE_SUFFIXES
+
+log = logging.getLogger("fixative")
 
 INDEX_NAME = "fixative-index.json"
 LOCK_NAME = ".fixative-index.lock"
@@ -203,12 +207,17 @@ def load_index(folder: Path) -> dict | None:
     return data
 
 
-def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool = True) -> None:
+def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool = True, identity=None) -> None:
     """Add (or with ``replace``, replace) one output's entry in the index, under the lock.
 
     The index is only ever changed entry by entry, by the run that wrote the record: it is never
-    rebuilt from the records, so a record edited afterwards stays detectable.
+    rebuilt from the records, so a record edited afterwards stays detectable. With ``identity``
+    (a :class:`~protect.identity.Identity`) the new index is signed (``fixative-index.sig``, see
+    :mod:`protect.credentials`); an unsigned run that changes a signed index removes the signature
+    it can no longer renew, and says so.
     """
+    from protect.credentials import INDEX_SIGNATURE_NAME, sign_index
+
     with _locked(folder):
         index = load_index(folder) or _empty_index()
         if not replace and output_name in index["entries"]:
@@ -216,7 +225,14 @@ def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool =
         index["entries"][output_name] = entry
         index["updated"] = now()
         index["fixative"] = __version__
-        atomic_write(folder / INDEX_NAME, record_bytes(index))
+        data = record_bytes(index)
+        atomic_write(folder / INDEX_NAME, data)
+        if identity is not None:
+            sign_index(folder, data, identity)
+        elif (folder / INDEX_SIGNATURE_NAME).exists():
+            (folder / INDEX_SIGNATURE_NAME).unlink()
+            log.warning("%s: the index changed without a signing identity, so its signature %s was removed",
+                        folder / INDEX_NAME, INDEX_SIGNATURE_NAME)
 
 
 def find_records(folder: Path) -> dict[str, tuple[Path, dict]]:
@@ -237,7 +253,8 @@ def find_records(folder: Path) -> dict[str, tuple[Path, dict]]:
 
 @dataclass
 class Problem:
-    """One finding of :func:`verify`: ``kind`` is tampered, missing, unrecorded, unindexed or partial."""
+    """One finding of :func:`verify`: ``kind`` is tampered, stripped, missing, unrecorded, unindexed,
+    unsigned, signer or partial."""
 
     kind: str
     name: str
@@ -249,9 +266,15 @@ class Problem:
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify` found. ``signed``: per signed output, its signer and their trust
+    (``trusted`` / ``untrusted``) and the manifest's state; ``index_signature``: who signed the
+    index and whether it matches (None where it is not signed)."""
+
     folder: Path
     checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    signed: dict[str, dict] = field(default_factory=dict)
+    index_signature: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -263,6 +286,8 @@ class VerifyReport:
             "ok": self.ok,
             "checked": self.checked,
             "problems": [vars(p) for p in self.problems],
+            "signed": self.signed,
+            "index_signature": self.index_signature,
         }
 
 
@@ -276,15 +301,85 @@ def _images_under(folder: Path) -> list[Path]:
     )
 
 
-def verify(folder: str | Path) -> VerifyReport:
-    """Check every output in ``folder`` against its record and the index.
+def _check_credentials(report: VerifyReport, name: str, data: bytes, record: dict, anchors: list[str]) -> bool:
+    """Check one signed output's manifest against its record; True when a problem was reported."""
+    from protect.credentials import SUFFIX_FORMATS, manifest_differences, pixels_sha256, read_credentials
 
-    Problems: ``tampered`` (an output, or a record, whose bytes differ from what was recorded),
-    ``missing`` (a recorded output or record that is gone), ``unrecorded`` (an image in the folder
-    that no record accounts for, other than a recorded input), ``unindexed`` (a record the index
-    does not list), ``partial`` (a temporary file a killed run left behind).
+    recorded = record["credentials"]
+    fmt = record["output"].get("format") or SUFFIX_FORMATS.get(Path(name).suffix.lower(), "png")
+    found = read_credentials(data, fmt, anchors)
+    if found is None:
+        try:
+            same_pixels = pixels_sha256(data) == record["output"].get("pixels_sha256")
+        except Exception:  # noqa: BLE001 - an undecodable file is simply not the same pixels
+            same_pixels = False
+        if same_pixels:
+            report.problems.append(Problem(
+                "stripped", name, f"its Content Credentials (signed by {recorded.get('signer')!r}) were removed; "
+                "the pixels are the protected ones, so the perturbation still protects it"))
+        else:
+            report.problems.append(Problem(
+                "tampered", name, "its Content Credentials were removed and its pixels changed"))
+        return True
+    report.signed[name] = {"signer": found.signer, "issuer": found.issuer, "serial": found.serial,
+                           "state": found.state, "trusted": found.trusted}
+    if not found.bound:
+        report.problems.append(Problem("tampered", name, "its bytes no longer match its Content Credentials "
+                                       "(pixels or metadata changed after signing)"))
+        return True
+    if found.state == "invalid":
+        report.problems.append(Problem("tampered", name, "its Content Credentials are invalid: "
+                                       + ", ".join(found.failures)))
+        return True
+    differences = manifest_differences(found, recorded)
+    for difference in differences:
+        report.problems.append(Problem("tampered", name, difference))
+    return bool(differences)
+
+
+def _check_index_signature(report: VerifyReport, folder: Path, anchors: list[str], any_signed: bool) -> None:
+    from protect.credentials import INDEX_SIGNATURE_NAME, check_index_signature
+
+    index_file = folder / INDEX_NAME
+    sig = check_index_signature(folder, index_file.read_bytes() if index_file.is_file() else None, anchors)
+    if sig is None:
+        if any_signed:
+            report.problems.append(Problem("unsigned", INDEX_NAME, f"outputs carry Content Credentials but the index "
+                                           f"has no signature ({INDEX_SIGNATURE_NAME} is missing)"))
+        return
+    report.index_signature = {"signer": sig.signer, "serial": sig.serial, "valid": sig.valid,
+                              "trusted": sig.trusted, "matches": sig.matches}
+    if not sig.valid:
+        report.problems.append(Problem("tampered", INDEX_SIGNATURE_NAME, sig.reason or "invalid signature"))
+        return
+    by = f"the index signed by {sig.signer!r} ({INDEX_SIGNATURE_NAME})"
+    for name in sig.changed:
+        report.problems.append(Problem("tampered", name, f"its index entry differs from {by}: the file, its record "
+                                       "or both were replaced"))
+    for name in sig.added:
+        report.problems.append(Problem("tampered", name, f"listed in {INDEX_NAME} but not in {by}"))
+    for name in sig.removed:
+        report.problems.append(Problem("tampered", name, f"listed in {by} but removed from {INDEX_NAME}"))
+    for name, signed in report.signed.items():
+        if (signed["signer"], signed["serial"]) != (sig.signer, sig.serial):
+            report.problems.append(Problem("signer", name, f"signed by {signed['signer']!r} (certificate serial "
+                                           f"{signed['serial']}), but {by} with certificate serial {sig.serial}"))
+
+
+def verify(folder: str | Path, *, anchors: list[str] | None = None) -> VerifyReport:
+    """Check every output in ``folder`` against its record, the index and their signatures.
+
+    Problems: ``tampered`` (an output, or a record, whose bytes differ from what was recorded; a
+    manifest that no longer matches the file or the record; an index entry that differs from the
+    signed index), ``stripped`` (a signed output whose Content Credentials were removed, its pixels
+    unchanged), ``missing`` (a recorded output or record that is gone), ``unrecorded`` (an image in
+    the folder that no record accounts for, other than a recorded input), ``unindexed`` (a record
+    the index does not list), ``unsigned`` (signed outputs, but no index signature), ``signer`` (an
+    output signed by another certificate than the index), ``partial`` (a temporary file a killed run
+    left behind). ``anchors``: PEM certificates of trusted signers or their roots.
     """
     folder = Path(folder)
+    anchors = list(anchors or [])
     if not folder.is_dir():
         raise FixativeError(f"{folder}: no such folder")
     report = VerifyReport(folder)
@@ -298,6 +393,7 @@ def verify(folder: str | Path) -> VerifyReport:
 
     accounted: set[Path] = set()
     input_hashes: set[str] = set()
+    any_signed = False
     for name, (path, data) in records.items():
         report.checked += 1
         output = folder / name
@@ -307,8 +403,14 @@ def verify(folder: str | Path) -> VerifyReport:
             accounted.add(Path(data["input"]["path"]).resolve())
         if not output.is_file():
             report.problems.append(Problem("missing", name, f"recorded in {path.name} but the file is gone"))
-        elif sha256_file(output) != data["output"].get("sha256"):
-            report.problems.append(Problem("tampered", name, f"its SHA-256 differs from the one in {path.name}"))
+        else:
+            content = output.read_bytes()
+            reported = False
+            if data.get("credentials"):
+                any_signed = True
+                reported = _check_credentials(report, name, content, data, anchors)
+            if not reported and sha256_bytes(content) != data["output"].get("sha256"):
+                report.problems.append(Problem("tampered", name, f"its SHA-256 differs from the one in {path.name}"))
         entry = entries.get(name)
         if index is not None and entry is None:
             report.problems.append(Problem("unindexed", name, f"{path.name} is not listed in {INDEX_NAME}"))
@@ -325,6 +427,7 @@ def verify(folder: str | Path) -> VerifyReport:
         report.problems.append(Problem("missing", name, f"listed in {INDEX_NAME} but its record {record} is gone"))
         if not (folder / name).is_file():
             report.problems.append(Problem("missing", name, "listed in the index but the file is gone"))
+    _check_index_signature(report, folder, anchors, any_signed)
     for image in _images_under(folder):
         if image.resolve() in accounted:
             continue
