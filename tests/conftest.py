@@ -208,3 +208,14 @@ def tiny_taef2_models(tmp_path_factory) -> Path:
     save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()},
               str(root / "lpips" / "alexnet_features.safetensors"))
     return root
+
+
+# --- Content Credentials: no test ever uses (or makes) the real user's signing identity ------------
+
+
+@pytest.fixture(autouse=True)
+def private_config_dir(tmp_path_factory, monkeypatch) -> Path:
+    """``FIXATIVE_CONFIG_DIR`` is an empty temp folder: no identity unless a test makes one there."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(folder))
+    return folder
