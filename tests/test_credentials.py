@@ -402,3 +402,49 @@ def test_signing_and_verifying_use_no_network(tmp_path, tiny_models, art, target
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
     assert "signed by 'Offline', trusted signer" in done.stdout
     assert np.asarray(Image.open(out / "art.png")).shape[:2] == (corpus.H, corpus.W)
+
+
+# --- the desktop app ------------------------------------------------------------------------------
+
+
+def test_app_signs_shows_the_signer_and_zips_the_certificate(tmp_path, tiny_taef2_models, art, capsys, monkeypatch,
+                                                            private_config_dir):
+    import zipfile
+
+    from gui.handlers import JobSettings, Workbench, protect_argv, run_job
+    from protect.cli import parse_protect_args
+
+    bench = Workbench(models_dir=tiny_taef2_models, root=tmp_path / "app", target_cache=tmp_path / "cache")
+    settings = JobSettings(mode="immunize", steps=2, device="cpu", precision="fp32", opt_out="gen-ai")
+    unsigned = run_job(bench, [art], settings)
+    assert unsigned.images and unsigned.signer is None and "no signing identity yet" in unsigned.message
+
+    create_identity("Ada Artist")
+    result = run_job(bench, [art], settings)
+    assert result.signer == "Ada Artist" and "Signed with Content Credentials by **Ada Artist**" in result.message
+    record = result.images[0].record
+    assert record["credentials"]["training_mining"] == {"cawg.ai_generative_training": {"use": "notAllowed"}}
+    assert "--opt-out=gen-ai" in result.command
+    with zipfile.ZipFile(result.zip) as zf:
+        assert {"art.png", "art.json", "fixative-index.json", "fixative-index.sig",
+                "signer-certificate.pem"} <= set(zf.namelist())
+        zf.extractall(tmp_path / "unzipped")
+    # someone else checks the download: untrusted until they trust the certificate in the zip
+    monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(tmp_path / "someone-else"))
+    unzipped = tmp_path / "unzipped"
+    code, text = _verify(unzipped, capsys)
+    assert code == 0 and "untrusted signer" in text
+    code, text = _verify(unzipped, capsys, "--trust", str(unzipped / "signer-certificate.pem"))
+    assert code == 0 and "signed by 'Ada Artist', trusted signer" in text
+
+    monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(private_config_dir))
+    off = run_job(bench, [art], replace_settings(settings, credentials=False))
+    assert off.signer is None and "switched off" in off.message
+    assert "--no-credentials" in protect_argv(replace_settings(settings, credentials=False), [art], tmp_path / "o")
+    assert parse_protect_args(protect_argv(settings, [art], tmp_path / "o")).opt_out == "gen-ai"
+
+
+def replace_settings(settings, **changes):
+    from dataclasses import replace
+
+    return replace(settings, **changes)
