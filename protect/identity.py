@@ -28,6 +28,7 @@ from protect.errors import ConfigError
 
 KEY_NAME = "key.pem"
 CHAIN_NAME = "chain.pem"
+ROOT_NAME = "root.pem"  # the chain's root alone: what trust-anchor lists (c2patool's --trust_anchors) take
 INFO_NAME = "identity.json"
 ROOT_YEARS = 10
 DEFAULT_YEARS = 5
@@ -218,6 +219,7 @@ def create_identity(name: str, folder: Path | None = None, *, years: int = DEFAU
     os.chmod(folder, 0o700)
     _write_private(folder / KEY_NAME, key_pem, 0o600)
     _write_private(folder / CHAIN_NAME, chain_pem, 0o644)
+    _write_private(folder / ROOT_NAME, _pem_blocks(chain_pem)[-1] + "\n", 0o644)
     info = {"name": name.strip(), "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "algorithm": "es256", "made_by": "fixative identity create"}
     _write_private(folder / INFO_NAME, json.dumps(info, indent=2) + "\n", 0o644)

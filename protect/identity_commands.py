@@ -36,13 +36,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from protect.identity import CHAIN_NAME, KEY_NAME, create_identity, default_identity_dir, identity_summary
+    from protect.identity import (
+        CHAIN_NAME,
+        KEY_NAME,
+        ROOT_NAME,
+        create_identity,
+        default_identity_dir,
+        identity_summary,
+    )
 
     identity = create_identity(args.name, args.out, years=args.years, force=args.force)
     folder = args.out or default_identity_dir()
     print(f"identity created: {identity_summary(identity)}")
     print(f"  private key: {folder / KEY_NAME} (only you can read it; never share it)")
     print(f"  certificate chain: {folder / CHAIN_NAME} (public: give it to whoever checks your files)")
+    print(f"  root certificate: {folder / ROOT_NAME} (public: a trust anchor for 'fixative verify --trust' and "
+          "c2patool's --trust_anchors)")
     print("  from now on 'fixative protect' signs every output with Content Credentials (--no-credentials skips)")
     return 0
 
