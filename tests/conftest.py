@@ -219,3 +219,15 @@ def private_config_dir(tmp_path_factory, monkeypatch) -> Path:
     folder = tmp_path_factory.mktemp("config")
     monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -35,15 +35,7 @@ def _records(folder: Path) -> dict[str, dict]:
     return found
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -205,10 +197,7 @@ def test_presets_in_numbers():
 
 
 def test_tamper_then_verify(tmp_path, tiny_models, target, capsys):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"t{i}.png")
+    folder = corpus.write_numbered_pngs(tmp_path / "in")
     out = tmp_path / "out"
     assert _protect(tiny_models, str(folder), "--target", str(target), "--out", str(out)) == 0
     assert main(["verify", str(out)]) == 0

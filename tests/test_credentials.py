@@ -34,14 +34,7 @@ XMP = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -214,10 +207,7 @@ def test_sixteen_bit_outputs_and_unparseable_originals_are_signed(tmp_path, tiny
 
 @pytest.fixture
 def signed_folder(tmp_path, tiny_models, identity, target) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"t{i}.png")
+    folder = corpus.write_numbered_pngs(tmp_path / "in")
     out = tmp_path / "signed"
     assert _protect(tiny_models, str(folder), "--target", str(target), "--out", str(out)) == 0
     return out
