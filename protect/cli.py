@@ -154,6 +154,8 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--trust", action="append", type=Path, default=[], metavar="PEM",
                    help="trust signers whose certificate is, or is issued by, one in this PEM file (repeatable); "
                         "your own identity is always trusted")
+    v.add_argument("--require-trusted", action="store_true",
+                   help="report signatures by untrusted signers as problems (exit 1), e.g. a forger's own key")
     v.add_argument("--json", action="store_true", help="print the report as JSON on standard output")
     v.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     v.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -267,7 +269,8 @@ def _protect(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from protect.manifest import verify
 
-    report = verify(args.folder, anchors=identity_commands.trust_anchors(args.trust))
+    report = verify(args.folder, anchors=identity_commands.trust_anchors(args.trust),
+                    require_trusted=args.require_trusted)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

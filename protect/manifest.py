@@ -254,7 +254,7 @@ def find_records(folder: Path) -> dict[str, tuple[Path, dict]]:
 @dataclass
 class Problem:
     """One finding of :func:`verify`: ``kind`` is tampered, stripped, missing, unrecorded, unindexed,
-    unsigned, signer or partial."""
+    unsigned, signer, untrusted or partial."""
 
     kind: str
     name: str
@@ -366,7 +366,7 @@ def _check_index_signature(report: VerifyReport, folder: Path, anchors: list[str
                                            f"{signed['serial']}), but {by} with certificate serial {sig.serial}"))
 
 
-def verify(folder: str | Path, *, anchors: list[str] | None = None) -> VerifyReport:
+def verify(folder: str | Path, *, anchors: list[str] | None = None, require_trusted: bool = False) -> VerifyReport:
     """Check every output in ``folder`` against its record, the index and their signatures.
 
     Problems: ``tampered`` (an output, or a record, whose bytes differ from what was recorded; a
@@ -376,7 +376,9 @@ def verify(folder: str | Path, *, anchors: list[str] | None = None) -> VerifyRep
     the folder that no record accounts for, other than a recorded input), ``unindexed`` (a record
     the index does not list), ``unsigned`` (signed outputs, but no index signature), ``signer`` (an
     output signed by another certificate than the index), ``partial`` (a temporary file a killed run
-    left behind). ``anchors``: PEM certificates of trusted signers or their roots.
+    left behind), and with ``require_trusted``, ``untrusted`` (a signature, of an output or of the
+    index, whose certificate chains to none of ``anchors``: PEM certificates of trusted signers or
+    their roots).
     """
     folder = Path(folder)
     anchors = list(anchors or [])
@@ -428,6 +430,13 @@ def verify(folder: str | Path, *, anchors: list[str] | None = None) -> VerifyRep
         if not (folder / name).is_file():
             report.problems.append(Problem("missing", name, "listed in the index but the file is gone"))
     _check_index_signature(report, folder, anchors, any_signed)
+    if require_trusted:
+        untrusted = [n for n, signed in report.signed.items() if not signed["trusted"]]
+        if report.index_signature is not None and not report.index_signature["trusted"]:
+            untrusted.append(INDEX_NAME)
+        for name in untrusted:
+            report.problems.append(Problem("untrusted", name, "signed by a certificate that chains to none of your "
+                                           "trust anchors (your identity, --trust)"))
     for image in _images_under(folder):
         if image.resolve() in accounted:
             continue

@@ -233,8 +233,12 @@ def _strip_png_manifest(data: bytes) -> bytes:
 
 
 def _problems(folder: Path, capsys) -> set[tuple[str, str]]:
+    return _problems_with(folder, capsys)
+
+
+def _problems_with(folder: Path, capsys, *extra: str) -> set[tuple[str, str]]:
     capsys.readouterr()
-    assert main(["verify", str(folder), "--json"]) == 1
+    assert main(["verify", str(folder), "--json", *extra]) == 1
     return {(p["kind"], p["name"]) for p in json.loads(capsys.readouterr().out)["problems"]}
 
 
@@ -324,6 +328,18 @@ def test_a_wrong_key_is_caught(signed_folder, tmp_path, tiny_models, target, cap
     assert {("signer", "t1.png"), ("signer", "t2.png")} <= problems  # the genuine outputs disagree with the index
     code, text = _verify(resigned, capsys)
     assert "signed by 'Ada Artist', untrusted signer" in text  # the forger's: not your identity
+    # re-signed throughout (all outputs and the index): only trust tells them apart
+    for i in (1, 2):
+        (resigned / f"t{i}.png").unlink()
+        (resigned / f"t{i}.json").unlink()
+        del index["entries"][f"t{i}.png"]
+    data = record_bytes(index)
+    (resigned / "fixative-index.json").write_bytes(data)
+    sign_index(resigned, data, forger)
+    code, text = _verify(resigned, capsys)
+    assert code == 0 and "untrusted signer" in text
+    assert {("untrusted", "t0.png"), ("untrusted", "fixative-index.json")} == _problems_with(
+        resigned, capsys, "--require-trusted")
 
     # a signature made with another key than the certificate's
     wrong = _copy(signed_folder, tmp_path, "wrong-key")
