@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape
 from protect.errors import ConfigError
 
 PLUS_NS = "http://ns.useplus.org/ldf/xmp/1.0/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 PLUS_VOCAB = "http://ns.useplus.org/ldf/vocab/"
 CAWG_LABEL = "cawg.training-mining"
 
@@ -101,22 +102,32 @@ def _without_plus(xmp: str) -> str:
 def with_opt_out(xmp: bytes | None, opt_out: OptOut) -> bytes:
     """XMP holding ``opt_out``'s IPTC Data Mining statement, and everything ``xmp`` held besides.
 
-    ``xmp``: the packet carried from the input (UTF-8 bytes) or None. A packet without an
-    ``rdf:RDF`` element (not XMP as Adobe's toolkit writes it) is replaced by a new one.
+    ``xmp``: the packet carried from the input (UTF-8 bytes) or None. The statement is a new
+    ``rdf:Description`` in the packet's ``rdf:RDF`` (whatever prefix the packet gives the RDF
+    namespace); a packet with no RDF element at all (not XMP) is replaced by a new one.
     """
     text = (xmp or b"").decode("utf-8", "replace")
-    if not re.search(r"</rdf:RDF\s*>", text):
-        text = _EMPTY_XMP.decode("utf-8")
+    rdf = _rdf_prefix(text)
+    if rdf is None:
+        text, rdf = _EMPTY_XMP.decode("utf-8"), "rdf"
     text = _without_plus(text)
     props = f"  <plus:DataMining>{escape(opt_out.iptc_uri)}</plus:DataMining>\n"
     if opt_out.text:
         props += (
-            "  <plus:OtherConstraints><rdf:Alt><rdf:li xml:lang=\"x-default\">"
-            f"{escape(opt_out.text)}</rdf:li></rdf:Alt></plus:OtherConstraints>\n"
+            f"  <plus:OtherConstraints><{rdf}:Alt><{rdf}:li xml:lang=\"x-default\">"
+            f"{escape(opt_out.text)}</{rdf}:li></{rdf}:Alt></plus:OtherConstraints>\n"
         )
-    block = f'  <rdf:Description rdf:about="" xmlns:plus="{PLUS_NS}">\n{props}  </rdf:Description>\n '
-    end = list(re.finditer(r"</rdf:RDF\s*>", text))[-1]
+    block = f' <{rdf}:Description {rdf}:about="" xmlns:plus="{PLUS_NS}">\n{props} </{rdf}:Description>\n'
+    end = list(re.finditer(rf"</{re.escape(rdf)}:RDF\s*>", text))[-1]
     return (text[: end.start()] + block + text[end.start() :]).encode("utf-8")
+
+
+def _rdf_prefix(xmp: str) -> str | None:
+    """The prefix ``xmp`` binds to the RDF namespace, if it has an RDF element closed with it."""
+    for prefix in re.findall(r'xmlns:([\w.-]+)\s*=\s*["\']' + re.escape(RDF_NS) + r'["\']', xmp):
+        if re.search(rf"</{re.escape(prefix)}:RDF\s*>", xmp):
+            return prefix
+    return None
 
 
 def read_opt_out(xmp: bytes | str | None) -> str | None:

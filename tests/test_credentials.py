@@ -139,6 +139,10 @@ def test_opt_out_levels_replace_an_earlier_statement_and_keep_the_rest():
         assert ("plus:OtherConstraints" in text) == (level != "none")
         xml.dom.minidom.parseString(text[text.index("<x:xmpmeta"): text.index("<?xpacket end")])
     assert read_opt_out(with_opt_out(None, get_opt_out("gen-ai"))) == PLUS_VOCAB + "DMI-PROHIBITED-GENAIMLTRAINING"
+    other_prefix = XMP.replace("rdf:", "r:").replace("xmlns:rdf=", "xmlns:r=")
+    text = with_opt_out(other_prefix.encode(), get_opt_out("ai-training")).decode()
+    assert "<r:Description r:about" in text and "<r:li>Ada Artist</r:li>" in text
+    xml.dom.minidom.parseString(text[text.index("<x:xmpmeta"): text.index("<?xpacket end")])
     assert get_opt_out("all").cawg_entries() == {f"cawg.{u}": {"use": "notAllowed"} for u in
                                                  ("ai_training", "ai_generative_training", "data_mining",
                                                   "ai_inference")}
