@@ -8,7 +8,7 @@ assertions:
   SHA-256 hash binding), then ``c2pa.edited`` by Fixative (its version as software agent);
 - ``cawg.training-mining``: the uses the ``--opt-out`` forbids (see :mod:`protect.optout`);
 - ``org.fixative.protection``: the protection's settings and measured strength (mode, encoders,
-  budget, pixel cap, steps, robustness, LPIPS, distance ratios).
+  budget, pixel cap, steps, robustness, LPIPS, distance ratios, latent distances).
 
 No thumbnail is embedded, neither of the output nor of the original: a thumbnail of the
 original would put an unprotected copy of the artwork inside the protected file. The manifest's
@@ -96,6 +96,8 @@ def protection_assertion(record: dict) -> dict:
         "psnr_db": metrics.get("psnr"),
         "distance_ratio": metrics.get("mean_ratio"),
         "distance_ratio_per_encoder": metrics.get("ratio"),
+        # for "away" (no target, so no ratio): how far each encoder's latent moved from the original's
+        "latent_distance_per_encoder": metrics.get("distance_after"),
     }
     compressed = record.get("compressed")
     if compressed:
