@@ -47,9 +47,13 @@ def _pair(first: type, second: type):
     return parse
 
 
+#: the one-line help of ``fixative eval`` in ``fixative --help``
+COMMAND_HELP = "measure how strong a protection is"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` (subcommands ``strength``, ``finetune``, ``mimicry``) to the ``fixative`` command line."""
-    p = subparsers.add_parser("eval", help="measure how strong a protection is",
+    p = subparsers.add_parser("eval", help=COMMAND_HELP,
                               description="Measure protection strength: from the images alone (strength), or by "
                                           "fine-tuning a model on them (finetune, mimicry).")
     sub = p.add_subparsers(dest="eval_command", required=True)

@@ -123,7 +123,7 @@ def find_pairs(
         elif tgt is None and isinstance(record.get("target"), dict) and record["target"].get("path"):
             recorded = Path(record["target"]["path"])
             if not recorded.is_absolute():
-                recorded = (Path.cwd() / recorded).resolve()
+                recorded = (prot.parent / recorded).resolve()  # records hold paths relative to their folder
             if recorded.is_file():
                 tgt = recorded
             else:

@@ -25,6 +25,7 @@ from gui.explain import (
     quality_table,
 )
 from gui.handlers import (
+    BUILTIN_STYLE,
     DEFAULT_MAX_FILE_BYTES,
     OPT_OUT_LABELS,
     JobResult,
@@ -37,9 +38,9 @@ from gui.handlers import (
     parse_encoders,
     run_job,
 )
+from protect.choices import PRECISIONS
 from protect.devices import DEVICE_CHOICES
 from protect.images import IMAGE_SUFFIXES
-from protect.optimizer import PRECISIONS
 from protect.optout import DEFAULT_OPT_OUT
 
 #: the protection events' shared queue: at most one runs at a time, across all browser tabs
@@ -48,9 +49,10 @@ MODE_LABELS = {"cloak": "Style cloak", "poison": "Concept poison", "immunize": "
 IMMUNIZE_LABELS = {"away": "Away from the image itself", "texture": "Towards a texture pattern",
                    "gray": "Towards flat gray"}
 MODE_HELP = {
-    "cloak": "A model fine-tuned on your images learns a different style. The target is each image re-rendered in "
-             "another style by a diffusion model ('auto' picks one distant from your work), or your own target "
-             "image.",
+    "cloak": "A model fine-tuned on your images learns a different style. 'built-in' (the default) moves what it "
+             "sees towards a texture made on this computer in a second, with no download; the named styles and "
+             "'auto' re-render each image in another style with a diffusion model (a download of several GB, "
+             "minutes per image on a CPU); or use your own target image.",
     "poison": "A model trained on your images with their captions learns the wrong concept: pictures of your "
               "concept teach it the anchor instead. The target is a made picture of the anchor, or your own.",
     "immunize": "Edits of your image by img2img or inpainting break down: what the model sees is pushed away from "
@@ -68,6 +70,7 @@ class AppConfig:
     encoders: tuple[str, ...] = ("taef2",)
     device: str = "auto"
     root: Path | None = None
+    target_cache: Path | None = None  # None: made targets live in the temporary folder, deleted at exit
 
 
 def _import_gradio():
@@ -117,14 +120,15 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
     """The app's ``gr.Blocks`` (and its :class:`Workbench` as ``blocks.fixative_bench``); loads no model."""
     config = config or AppConfig()
     if bench is None:
-        kw: dict[str, Any] = {"models_dir": config.models_dir, "max_bytes": config.max_file_bytes, "root": config.root}
+        kw: dict[str, Any] = {"models_dir": config.models_dir, "max_bytes": config.max_file_bytes, "root": config.root,
+                              "target_cache": config.target_cache}
         if config.max_pixels:
             kw["max_pixels"] = config.max_pixels
         bench = Workbench(**kw)
     # uploads and gradio's copies of results live in the workbench's folder, deleted at exit
     os.environ["GRADIO_TEMP_DIR"] = str(bench.root / "gradio")
     gr = _import_gradio()
-    from protect.targets import STYLE_NAMES
+    from protect.target_names import STYLE_NAMES
 
     def presets_md(intensity, quality, encoders_text, device, steps, files):
         encoders = parse_encoders(encoders_text)
@@ -144,12 +148,21 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                 files = gr.File(label="Your images: drop one or many", file_count="multiple",
                                 file_types=sorted(IMAGE_SUFFIXES), elem_id="fx-files")
                 upload_note = gr.Markdown(elem_id="fx-upload-note")
+                # right under the drop zone: visible without scrolling on a 1366x768 screen; the defaults work
+                with gr.Row():
+                    run_btn = gr.Button("Protect", variant="primary", elem_id="fx-run")
+                    cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="fx-cancel")
+                    speed_btn = gr.Button("Measure speed", elem_id="fx-speed")
+                progress = gr.HTML(progress_html(JobProgress()), elem_id="fx-progress")
                 mode = gr.Radio([(MODE_LABELS[m], m) for m in MODE_LABELS], value="cloak", label="Protection",
                                 elem_id="fx-mode")
                 mode_help = gr.Markdown(MODE_HELP["cloak"])
-                style = gr.Dropdown(["auto", *STYLE_NAMES], value="auto", allow_custom_value=True,
-                                    label="Style to cloak towards", info="'auto' picks a style distant from your "
-                                    "images, the same for all; you can also type a description", elem_id="fx-style")
+                style = gr.Dropdown([(f"{BUILTIN_STYLE}: made on this computer, no download", BUILTIN_STYLE),
+                                     ("auto (diffusion model)", "auto"), *STYLE_NAMES], value=BUILTIN_STYLE,
+                                    allow_custom_value=True, label="Style to cloak towards",
+                                    info="'built-in' needs nothing more; 'auto', the named styles and your own "
+                                    "description need a diffusion model ('auto' picks a style distant from your "
+                                    "images)", elem_id="fx-style")
                 with gr.Row(visible=False) as poison_row:
                     concept = gr.Textbox(label="Concept your images show", placeholder="dog", elem_id="fx-concept")
                     anchor = gr.Textbox(label="Anchor: what a model should learn instead", placeholder="cat",
@@ -192,11 +205,6 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                     with gr.Row():
                         target_model = gr.Textbox(label="Target model (made targets)", placeholder="sd15")
                         clip_model = gr.Textbox(label="CLIP model (style auto, anchors)", placeholder="default")
-                with gr.Row():
-                    run_btn = gr.Button("Protect", variant="primary", elem_id="fx-run")
-                    cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="fx-cancel")
-                    speed_btn = gr.Button("Measure speed", elem_id="fx-speed")
-                progress = gr.HTML(progress_html(JobProgress()), elem_id="fx-progress")
             with gr.Column(scale=1, min_width=420):
                 message = gr.Markdown(elem_id="fx-message")
                 picker = gr.Dropdown([], label="Image", visible=False, elem_id="fx-picker")
@@ -277,7 +285,8 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                    gr.update(choices=names, value=names[0] if names else None, visible=len(names) > 1),
                    *views[:1], views[1], views[2], views[3], views[4], views[5],
                    [str(p) for p in result.outputs] or None, str(result.zip) if result.zip else None,
-                   f"Same as the command line:\n```\n{result.command}\n```" if result.command else "",
+                   f"The same on the command line (full paths; the app's copies last while it runs):\n"
+                   f"```\n{result.command}\n```" if result.command else "",
                    gr.update(interactive=True), gr.update(interactive=False),
                    presets_md(settings.intensity, settings.quality, ", ".join(settings.encoders), settings.device,
                               settings.steps, f)[1])
@@ -318,15 +327,23 @@ def launch(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = Non
     """Build the app and serve it on ``host:port`` (port None = the first free one from 7860).
 
     Never shares publicly; analytics off; uploads over ``config.max_file_bytes`` are refused by the
-    server. ``block=False`` returns at once (tests); returns ``(blocks, local_url)``.
+    server; requests addressed to another host, or sent by another site's page, are refused
+    (:mod:`gui.guard`). ``block=False`` returns at once (tests); returns ``(blocks, local_url)``.
     """
+    from gui.guard import LOOPBACK_NAMES, HostGuard, middleware
+
     demo = build_app(config)
     demo.queue(default_concurrency_limit=1)
+    # the Host and Origin gate (gui.guard): no DNS rebinding, no uploads from other sites' pages
+    guard = HostGuard(loopback=host in LOOPBACK_NAMES)
+    demo.fixative_guard = guard
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=open_browser, max_file_size=config.max_file_bytes,
         prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False, mcp_server=False, pwa=False,
         enable_monitoring=False, css=PROGRESS_CSS, footer_links=["gradio"],
+        app_kwargs={"middleware": [middleware(guard)]},
     )
+    guard.port = demo.server_port
     if not quiet:
         where = "this computer only" if host in ("127.0.0.1", "localhost", "::1") else f"every address of {host}"
         print(f"Fixative is running at {url} ({where}). Press Ctrl+C to stop.", flush=True)

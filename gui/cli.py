@@ -25,12 +25,16 @@ def _megabytes(text: str) -> int:
     return int(value * 1024 * 1024)
 
 
+#: the one-line help of ``fixative gui`` in ``fixative --help``
+COMMAND_HELP = "open the desktop app (drop images, protect, download)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``gui`` to the ``fixative`` command line."""
     from protect.devices import DEVICE_CHOICES
 
     p = subparsers.add_parser(
-        "gui", help="open the desktop app (drop images, protect, download)",
+        "gui", help=COMMAND_HELP,
         description="Serve Fixative's desktop app in the browser. It listens on 127.0.0.1 only (this computer) "
                     "unless --host says otherwise, never makes a public link, and sends no analytics.")
     p.add_argument("--host", default="127.0.0.1",
@@ -45,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-file-size", type=_megabytes, default=200 * 1024 * 1024, metavar="MB",
                    help="largest upload accepted, in megabytes (default 200)")
     p.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this (default 300,000,000)")
+    p.add_argument("--target-cache", type=Path, metavar="DIR",
+                   help="keep made style/anchor targets in DIR between sessions (default: in the app's temporary "
+                        "folder, deleted when it stops: they are re-rendered copies of your artwork)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=gui_command)
 
@@ -63,7 +70,8 @@ def gui_command(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: ports are 0-65535")
     config = AppConfig(models_dir=args.models_dir, max_file_bytes=args.max_file_size, max_pixels=args.max_pixels,
-                       encoders=tuple(args.encoders or ("taef2",)), device=args.device)
+                       encoders=tuple(args.encoders or ("taef2",)), device=args.device,
+                       target_cache=args.target_cache)
 
     def stop(signum, frame):  # SIGTERM: leave like Ctrl+C, so the temporary folder is deleted
         raise KeyboardInterrupt

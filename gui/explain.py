@@ -8,6 +8,7 @@ import html
 from dataclasses import dataclass, field
 
 from protect.presets import INTENSITIES, INTENSITY_LINF, QUALITIES
+from protect.timing import duration
 
 #: how each intensity looks (the measurements behind it are in protect/presets.py's docstring)
 INTENSITY_LOOKS = {
@@ -57,16 +58,6 @@ class SpeedTable:
             return None
         seconds = steps * rate[0] * min(megapixels, SEARCH_MEGAPIXELS)
         return min(seconds, limit) if limit else seconds
-
-
-def duration(seconds: float) -> str:
-    """``seconds`` in words: "40 s", "3 min", "1 h 5 min"."""
-    if seconds < 90:
-        return f"{max(seconds, 0.1):.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
-    minutes = seconds / 60
-    if minutes < 90:
-        return f"{minutes:.0f} min"
-    return f"{int(minutes // 60)} h {int(minutes % 60)} min"
 
 
 def intensity_table(selected: str | None = None) -> str:
@@ -167,9 +158,34 @@ def metrics_words(record: dict) -> str:
         desc = {"style": f"the image re-rendered in the style '{target.get('style', '?')}'",
                 "anchor": f"a made image of '{target.get('anchor', '?')}'",
                 "pattern": f"the built-in '{target.get('pattern', '?')}' pattern",
+                "code": f"made on this computer by code: the built-in '{target.get('name', '?')}' (no diffusion "
+                        "model)",
                 "image": f"your target image {_short(str(target.get('path', '')))}"}.get(kind, str(kind))
         lines.append(f"- **Target**: {desc}.")
     return "\n".join(lines)
+
+
+# --- errors in plain words ---------------------------------------------------------------------------
+
+
+def plain_error(exc: Exception) -> str:
+    """A job's failure in words an artist can act on (Markdown): what went wrong, what to do, then the details."""
+    from protect.errors import ModelNotFoundError
+
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, ModelNotFoundError):
+        message = (f"**A model this protection needs is not on this computer** ({first}).\n\n"
+                   "What to do: choose the style **built-in** (made on this computer, no download) or drop your "
+                   "own target image, and press Protect again. To use this model instead, run "
+                   "`fixative models fetch NAME` once on a computer with internet access (`fixative models list` "
+                   "shows the names and where files go).")
+    else:
+        message = (f"**Could not protect**: {first}\n\nWhat to do: change the setting it names and press Protect "
+                   "again; the images you dropped are untouched.")
+    if "\n" in text:
+        message += "\n\n<details><summary>Details</summary>\n\n```\n" + text + "\n```\n</details>"
+    return message
 
 
 # --- progress ----------------------------------------------------------------------------------------
@@ -195,6 +211,7 @@ class JobProgress:
     tiles: int = 1
     fraction: float = 0.0
     lpips: float | None = None
+    eta: float | None = None  # seconds left in the whole job (estimated), None before it is known
 
     @property
     def batch_fraction(self) -> float:
@@ -216,7 +233,8 @@ def progress_html(p: JobProgress) -> str:
     if p.phase == "waiting" and not p.count:
         return status
     done = p.count if p.phase == "done" else p.index
-    batch = _bar("All images", 1.0 if p.phase == "done" else p.batch_fraction, f"{done} of {p.count} done",
+    left = f", about {duration(p.eta)} left" if p.eta is not None and p.phase == "protecting" else ""
+    batch = _bar("All images", 1.0 if p.phase == "done" else p.batch_fraction, f"{done} of {p.count} done{left}",
                  "fx-bar-batch")
     if p.phase == "protecting":
         tiles = f", tile {p.tile} of {p.tiles}" if p.tiles > 1 else ""

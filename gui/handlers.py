@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gui.explain import JobProgress, SpeedTable, metrics_words
-from protect.errors import FixativeError
+from gui.explain import JobProgress, SpeedTable, metrics_words, plain_error
+from protect.errors import FixativeError, safe_load_message
 from protect.images import IMAGE_SUFFIXES, MAX_PIXELS
 from protect.modes import MODES
 from protect.optout import DEFAULT_OPT_OUT, OPT_OUTS
@@ -45,6 +45,9 @@ IMMUNIZE_TARGETS = ("away", "texture", "gray")
 MIN_SPEED_PIXELS = 250_000
 #: the first encoders offered (any spec the command line takes works)
 DEFAULT_ENCODERS = ("taef2",)
+#: the style cloak's default: a target made by code on this computer (:func:`protect.patterns.restyle`; no
+#: diffusion model, no download; ``fixative protect`` without --target or --style does the same)
+BUILTIN_STYLE = "built-in"
 
 
 # --- uploads ---------------------------------------------------------------------------------------
@@ -150,7 +153,8 @@ class JobSettings:
 
     - ``mode``: ``cloak``, ``poison`` or ``immunize``.
     - ``target_image``: a target picture of the user's (any mode); else the mode's made target:
-      ``style`` (cloak: a built-in style, a description or ``auto``), ``anchor``/``concept`` (poison:
+      ``style`` (cloak: :data:`BUILTIN_STYLE`, the default, made by code in seconds; or, made by a diffusion
+      model, a named style, a description or ``auto``), ``anchor``/``concept`` (poison:
       the anchor concept is required), ``immunize`` (``away`` from the image itself, or the built-in
       ``texture``/``gray`` pattern).
     - ``intensity``: low/medium/high; ``quality``: fast/standard/best; ``steps``/``seconds``: override the
@@ -164,7 +168,7 @@ class JobSettings:
 
     mode: str = "cloak"
     target_image: str | None = None
-    style: str = "auto"
+    style: str = BUILTIN_STYLE
     concept: str = ""
     anchor: str = ""
     immunize: str = "away"
@@ -204,7 +208,8 @@ class JobSettings:
                 out.append("concept poison needs an anchor: what the images should teach a model instead "
                            "(e.g. 'cat'), or your own target image")
             if self.mode == "cloak" and not self.style.strip():
-                out.append("style cloak needs a style ('auto' picks one), or your own target image")
+                out.append(f"style cloak needs a style ('{BUILTIN_STYLE}' needs no download), or your own target "
+                           "image")
             if self.mode == "immunize" and self.immunize not in IMMUNIZE_TARGETS:
                 out.append(f"unknown immunization target {self.immunize!r}")
         if self.steps is not None and self.steps < 1:
@@ -243,7 +248,7 @@ def protect_argv(settings: JobSettings, inputs: list[Path], out: Path, *, models
     made = False
     if settings.target_image:
         argv.append(f"--target={settings.target_image}")
-    elif settings.mode == "cloak":
+    elif settings.mode == "cloak" and settings.style.strip().lower() != BUILTIN_STYLE:
         argv.append(f"--style={settings.style.strip()}")
         made = True
     elif settings.mode == "poison":
@@ -264,22 +269,15 @@ def protect_argv(settings: JobSettings, inputs: list[Path], out: Path, *, models
     return argv
 
 
-def command_line(argv: list[str], inputs: list[Path], names: list[str]) -> str:
-    """``fixative protect ...`` for display: the job's copies of the inputs shown by their names, the
-    output folder as ``protected/`` and the app's own folders left out."""
-    shown = dict(zip([str(p) for p in inputs], names, strict=True))
+def command_line(argv: list[str]) -> str:
+    """``fixative protect ...`` for display, with full paths: it runs as shown (the app's copies of the uploads
+    and its output folder, which last while the app runs; put your own files' paths in their place to run it
+    later). The app's target cache and ``--quiet`` are left out."""
     words = ["fixative", "protect"]
     for arg in argv:
-        if arg in shown:
-            words.append(shown[arg])
-        elif arg.startswith("--out="):
-            words.append("--out=protected/")
-        elif arg.startswith("--target-cache=") or arg == "--quiet":
+        if arg.startswith("--target-cache=") or arg == "--quiet":
             continue
-        elif arg.startswith("--target="):
-            words.append("--target=" + Path(arg.split("=", 1)[1]).name)
-        else:
-            words.append(arg)
+        words.append(arg)
     return shlex.join(words)
 
 
@@ -343,7 +341,9 @@ class Workbench:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.own_root:
             atexit.register(self.cleanup)
-        self.target_cache = target_cache
+        # made targets are re-rendered copies of the artwork: kept in the temporary folder (deleted at exit)
+        # unless the user chose a cache
+        self.target_cache = Path(target_cache).expanduser() if target_cache else self.root / "targets"
         self.speed = SpeedTable()
         self.lock = threading.Lock()  # one protection (one GPU job) at a time, whoever asks
         self._protector = None
@@ -426,15 +426,14 @@ class Workbench:
 
     def maker_for(self, args):
         """The :class:`~protect.targets.TargetMaker` for a parsed command line with a made target (kept)."""
-        from protect import target_flags
-        from protect.targets import TargetMaker
+        from protect.targets import GenerationSettings, TargetMaker
 
         key = (args.target_model, args.device, args.precision, str(args.models_dir), str(args.target_cache),
                args.clip_model)
         if self._maker is None or self._maker_key != key:
             self._maker = TargetMaker(args.target_model, device=args.device, precision=args.precision,
                                       models_dir=args.models_dir, cache_dir=args.target_cache,
-                                      clip_model=args.clip_model, settings=target_flags.GenerationSettings(),
+                                      clip_model=args.clip_model, settings=GenerationSettings(),
                                       progress=False)
             self._maker_key = key
         return self._maker
@@ -524,7 +523,7 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
         out = folder / "out"
         argv = protect_argv(settings, inputs, out, models_dir=bench.models_dir, max_pixels=bench.max_pixels,
                             target_cache=bench.target_cache)
-        result.command, result.folder = command_line(argv, inputs, names), folder
+        result.command, result.folder = command_line(argv), folder
         name_of = {str(p): n for p, n in zip(inputs, names, strict=True)}
         try:
             args = parse_protect_args(argv)
@@ -538,7 +537,12 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
 
             protector = bench.protector_for(opts, report)
 
+            started: dict[str, float] = {}
+            sizes = check.sizes
+            size_of = {str(copy): sizes.get(orig) for copy, orig in zip(inputs, check.accepted, strict=True)}
+
             def on_image(index: int, count: int, job) -> bool:
+                started["image"] = time.perf_counter()
                 progress.phase, progress.index, progress.count = "preparing", index, count
                 progress.name = name_of.get(str(job.input), "")
                 progress.fraction, progress.step, progress.lpips = 0.0, 0, None
@@ -557,7 +561,13 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
                 progress.fraction = info.overall
                 progress.lpips = info.lpips
                 progress.message = f"Protecting image {progress.index + 1} of {progress.count}: {progress.name}"
+                progress.eta = _eta(bench.speed, opts, str(protector.device), info.overall,
+                                    time.perf_counter() - started.get("image", time.perf_counter()),
+                                    [size_of.get(str(j)) for j in remaining(progress.index)])
                 return not cancel.is_set()
+
+            def remaining(index: int) -> list[Path]:
+                return inputs[index + 1:]
 
             summary = run_batch(opts, BatchHooks(protector=protector, on_image=on_image, on_target_step=on_target_step,
                                                  on_step=on_step))
@@ -579,12 +589,12 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
                 else:
                     result.failures.append((name, outcome.reason or "failed"))
         except FixativeError as exc:
-            return fail(f"Could not protect: {exc}")
+            return fail(plain_error(exc))
         except MemoryError:
             return fail("Could not protect: out of memory. Try fewer or smaller images, or another device.")
         except Exception as exc:  # the app keeps working whatever happens in a job
             log.exception("job failed")
-            return fail(f"Could not protect: unexpected error ({type(exc).__name__}: {exc}).")
+            return fail(f"Could not protect: unexpected error ({type(exc).__name__}: {safe_load_message(exc)}).")
 
     if result.images:
         from gui.views import portfolio_zip
@@ -599,6 +609,21 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
     progress.index = len(result.images)
     progress.message = result.message.splitlines()[0]
     return result
+
+
+def _eta(speed: SpeedTable, opts, device: str, done: float, elapsed: float,
+         later: list[tuple[int, int] | None]) -> float | None:
+    """Seconds left in a job: the current image's rest (from its own pace so far) plus the later images'
+    expected times (from the measured seconds per step per megapixel, else the current image's pace)."""
+    if done <= 0.02 or elapsed <= 0:
+        return None
+    this_total = elapsed / done
+    left = this_total - elapsed
+    for size in later:
+        mp = size[0] * size[1] / 1e6 if size else None
+        expected = speed.estimate(opts.encoders, device, opts.steps, opts.seconds, mp) if mp else None
+        left += expected if expected is not None else this_total
+    return max(0.0, left)
 
 
 def _summary_message(result: JobResult) -> str:

@@ -14,9 +14,11 @@ names: a name belongs to whichever input its record names, never to whoever came
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from protect import __version__
-from protect.errors import ConfigError, FixativeError, ModelNotFoundError
+from protect.errors import (
+    ConfigError,
+    FixativeError,
+    InputImageError,
+    ModelNotFoundError,
+    OutputError,
+    safe_load_message,
+)
 from protect.formats import (
     DEFAULT_JPEG_QUALITY,
     OUTPUT_FORMATS,
@@ -38,13 +47,19 @@ from protect.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
 from protect.manifest import (
     INDEX_NAME,
     encoder_entry,
+    entry_problem,
     environment,
+    index_entries,
     index_entry,
     is_record,
+    load_index,
     lpips_entry,
     now,
+    portable_path,
+    portable_paths,
     read_json,
     record_path,
+    recorded_path,
     settings_hash,
     sha256_bytes,
     sha256_file,
@@ -97,6 +112,8 @@ class BatchOptions:
     views: str = "train"  # train | off (protect.views): protect what a trainer's resized views show
     opt_out: str = DEFAULT_OPT_OUT  # the "do not train" statement (protect.optout)
     identity: Any = None  # a protect.identity.Identity: sign every output (protect.credentials); None: unsigned
+    # records hold paths relative to their own folder unless this is set (--absolute-paths)
+    absolute_paths: bool = False
 
 
 @dataclass
@@ -124,6 +141,10 @@ class BatchHooks:
 
 class Cancelled(Exception):
     """Raised inside a run when a hook asked it to stop (never escapes :func:`run_batch`)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl+C (or SIGTERM, see :mod:`protect.cli`) during :func:`run_batch`; its message says what was saved."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +228,47 @@ def _hidden(path: Path, root: Path) -> bool:
 def _is_recorded_output(path: Path) -> bool:
     """True for a file a Fixative run wrote (its record beside it names it as the output)."""
     data = read_json(record_path(path))
-    return is_record(data) and Path(str(data["output"].get("name", ""))).name == path.name
+    return is_record(data) and Path(data["output"]["name"]).name == path.name
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether path components ``parts`` match glob components ``pattern`` (``**`` = any number of folders)."""
+    if not pattern:
+        return not parts
+    head, tail = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(parts[k:], tail) for k in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and _matches(parts[1:], tail)
+
+
+def glob_files(pattern: str) -> list[Path]:
+    """The files matching a glob pattern (``**`` = any folders), sorted, each once.
+
+    Symlinked folders are followed, but each real folder is entered once, so a symlink loop
+    (``loop/self -> loop``) ends instead of listing paths for ever.
+    """
+    parts = Path(pattern).parts
+    first = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts))
+    if "**" not in parts[first:]:
+        return sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
+    root = Path(*parts[:first]) if first else Path(".")
+    rest = parts[first:]
+    found: list[Path] = []
+    entered: set[tuple[int, int]] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        try:
+            stat = os.stat(folder)
+        except OSError:
+            subfolders[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in entered:
+            subfolders[:] = []
+            continue
+        entered.add((stat.st_dev, stat.st_ino))
+        subfolders.sort()
+        base = Path(folder).relative_to(root).parts if Path(folder) != root else ()
+        found += [Path(folder) / name for name in files if _matches((*base, name), rest)]
+    return sorted(found)
 
 
 def collect_inputs(specs: list[str], recursive: bool = False) -> tuple[list[InputItem], list[Outcome], int]:
@@ -254,7 +315,7 @@ def collect_inputs(specs: list[str], recursive: bool = False) -> tuple[list[Inpu
         elif path.exists():
             add(path, Path(path.name))
         elif _GLOB_CHARS & set(str(spec)):
-            if not expand([Path(p) for p in sorted(glob.glob(str(spec), recursive=True))], None):
+            if not expand(glob_files(str(spec)), None):
                 failures.append(Outcome(str(spec), "failed", reason="the pattern matched no images"))
         else:
             failures.append(Outcome(str(spec), "failed", reason="no such file or folder"))
@@ -265,13 +326,34 @@ def collect_inputs(specs: list[str], recursive: bool = False) -> tuple[list[Inpu
 
 
 def _record_owner(record: Path) -> Path | None | bool:
-    """The input that a record at ``record`` belongs to; None if there is no file; False if foreign."""
+    """The input that a record at ``record`` belongs to; None if there is no file; False if foreign (or damaged)."""
     if not record.exists():
         return None
     data = read_json(record)
-    if not is_record(data) or not data["input"].get("path"):
+    if not is_record(data):
         return False
-    return Path(data["input"]["path"]).resolve()
+    return recorded_path(data["input"].get("path"), record.parent) or False
+
+
+def _restore_record(dest: Path, record: Path, entry: dict, out_dir: Path) -> bool:
+    """Give a renamed record (``zzz.json`` for ``Wood.png``) back its name, if its bytes are the ones the
+    index holds for ``dest``; True if it did. A record that differs from the index is never taken."""
+    if entry.get("record") != record.relative_to(out_dir).as_posix():
+        return False
+    for candidate in sorted(dest.parent.glob("*.json")):
+        if candidate in (record, out_dir / INDEX_NAME) or sha256_file(candidate) != entry["record_sha256"]:
+            continue
+        data = read_json(candidate)
+        if not is_record(data) or Path(data["output"]["name"]).name != dest.name:
+            continue
+        try:
+            os.link(candidate, record)  # fails rather than overwrite a record that appeared meanwhile
+            candidate.unlink()
+        except OSError:
+            return False
+        log.warning("%s: the record of %s was renamed; given back its name %s", candidate, dest.name, record.name)
+        return True
+    return False
 
 
 def plan_outputs(items: list[InputItem], out_dir: Path, suffix: str = ".png") -> list[Job]:
@@ -283,6 +365,7 @@ def plan_outputs(items: list[InputItem], out_dir: Path, suffix: str = ".png") ->
     record belongs to this input is its own (an earlier run's), so reruns and shards agree.
     """
     inputs = {item.path.resolve() for item in items}
+    entries = index_entries(out_dir)
     assigned: set[Path] = set()
     jobs: list[Job] = []
     for item in items:
@@ -298,10 +381,16 @@ def plan_outputs(items: list[InputItem], out_dir: Path, suffix: str = ".png") ->
             if keys & inputs or keys & assigned:
                 continue
             owner = _record_owner(record)
-            if owner is False or (owner is not None and owner != own):
+            if owner is not None and owner is not False and owner != own:
                 continue
-            if owner is None and dest.exists():
-                continue
+            if owner is False or (owner is None and dest.exists()):
+                # no record, or a damaged one: the name is still this input's if the index lists it so (the
+                # record renamed, lost or damaged: the image is done again); else it belongs to something else
+                entry = entries.get(dest.relative_to(out_dir).as_posix())
+                if entry is None or recorded_path(entry.get("input"), out_dir) != own:
+                    continue
+                if owner is None:
+                    _restore_record(dest, record, entry, out_dir)
             break
         assigned |= keys
         jobs.append(Job(item.path, dest, record))
@@ -476,27 +565,62 @@ class _Runner:
 
         return on_step
 
+    def _indexed(self, job: Job, done: dict) -> bool:
+        """Whether a finished image's record agrees with the index (then it is skipped).
+
+        No entry: a run killed after writing the files but before the index; the entry is added now. An
+        entry that disagrees (a run killed between a re-protection's record and its index entry, two runs
+        racing, or an edit): the record is not trusted and the image is protected again, never re-blessed.
+        """
+        out = self.opts.out
+        name = job.output.relative_to(out).as_posix()
+        record_sha = sha256_file(job.record)
+        entry = ((load_index(out) or {}).get("entries") or {}).get(name)
+        if entry is None:
+            update_index(out, name, index_entry(done, job.record.relative_to(out).as_posix(), record_sha,
+                                                self._index_input(job)),
+                         replace=False, expect={job.record: record_sha, job.output: done["output"]["sha256"]},
+                         identity=self.opts.identity)
+            return True
+        if (entry_problem(entry) is None and entry["record_sha256"] == record_sha
+                and entry["output_sha256"] == done["output"]["sha256"]):
+            return True
+        log.warning("%s: its record %s differs from %s (an interrupted or racing run, or an edit); protecting it "
+                    "again", job.input, job.record.name, INDEX_NAME)
+        return False
+
+    def _index_input(self, job: Job) -> str:
+        return portable_path(job.input, self.opts.out, self.opts.absolute_paths)
+
     def run(self, job: Job, bar_factory) -> Outcome:
         opts = self.opts
         started_at, started = now(), time.perf_counter()
         for path in (job.output, job.record):
             remove_stale_temporaries(path)
         input_sha = sha256_file(job.input)
+        if self.request.kind == "image" and input_sha == self.request.image_sha256:
+            raise ConfigError(f"this image is the --target itself ({self.request.image}); moving it towards itself "
+                              "protects nothing: choose another target")
         done = _already_done(job, input_sha, self.shash)
-        if done is not None:
-            # a run killed after writing the files but before the index: list it now (never replace)
-            update_index(opts.out, job.output.relative_to(opts.out).as_posix(),
-                         index_entry(done, job.record.relative_to(opts.out).as_posix(), sha256_file(job.record)),
-                         replace=False, identity=opts.identity)
+        if done is not None and self._indexed(job, done):
+            metrics = done.get("metrics") if isinstance(done.get("metrics"), dict) else {}
             return Outcome(str(job.input), "skipped", str(job.output), str(job.record),
-                           lpips=done.get("metrics", {}).get("lpips"),
-                           mean_ratio=done.get("metrics", {}).get("mean_ratio"),
-                           view_ratio=done.get("metrics", {}).get("view_ratio"))
+                           lpips=metrics.get("lpips"), mean_ratio=metrics.get("mean_ratio"),
+                           view_ratio=metrics.get("view_ratio"))
 
         loaded = load_image(job.input, max_pixels=opts.max_pixels)
+        from protect.engine import check_size
+
+        try:
+            check_size(*loaded.size)
+        except InputImageError as exc:
+            raise InputImageError(f"{job.input}: {exc}") from exc
         if loaded.alpha is not None and opts.format == "jpeg":
             raise ConfigError("the image has transparency, which JPEG cannot hold; use --format png, webp or tiff")
         target = make_target(self.request, loaded, on_step=self._target_progress(job))
+        if self.request.kind == "image" and target.tensor is not None and target.tensor.equal(loaded.rgb):
+            raise ConfigError(f"the --target {self.request.image} has the same pixels as this image; moving it "
+                              "towards itself protects nothing: choose another target")
         bits = output_bits(opts.format, loaded.bits)
         protector = self._protector()
         from protect.optimizer import OptimizerSettings
@@ -538,7 +662,7 @@ class _Runner:
             "finished": now(),
             "mode": self.request.mode,
             "input": {
-                "path": str(job.input.resolve()),
+                "path": portable_path(job.input, job.record.parent, opts.absolute_paths),
                 "name": job.input.name,
                 "sha256": input_sha,
                 "bytes": job.input.stat().st_size,
@@ -551,7 +675,7 @@ class _Runner:
                 "notes": loaded.notes,
             },
             "output": {
-                "path": str(job.output),
+                "path": portable_path(job.output, job.record.parent, opts.absolute_paths),
                 "name": job.output.relative_to(opts.out).as_posix(),
                 "format": opts.format,
                 "bits": bits,
@@ -559,9 +683,10 @@ class _Runner:
                 "metadata": sorted(k for k in ("icc_profile", "exif", "xmp", "dpi") if info.get(k)),
             },
             "opt_out": opt_out.describe(),
-            "target": target.recipe,
+            "target": target.recipe if opts.absolute_paths else portable_paths(target.recipe, job.record.parent),
             "encoders": list(opts.encoders),
-            "models": {"encoders": self.models, "lpips": self.lpips},
+            "models": {"encoders": self.models, "lpips": self.lpips} if opts.absolute_paths else portable_paths(
+                {"encoders": self.models, "lpips": self.lpips}, job.record.parent),
             "settings_hash": self.shash,
             "run_settings": self.run_settings,
             **result.record(),
@@ -570,13 +695,22 @@ class _Runner:
         }
         data = finish_output(data, record, job.input, opts.identity, opt_out)
         # the record first: an output never exists without one (see protect.manifest)
-        record_sha = write_record(job.record, record)
         from protect.formats import atomic_write
 
-        atomic_write(job.output, data)
-        update_index(opts.out, record["output"]["name"],
-                     index_entry(record, job.record.relative_to(opts.out).as_posix(), record_sha),
-                     identity=opts.identity)
+        writing = job.record
+        try:
+            record_sha = write_record(job.record, record)
+            writing = job.output
+            atomic_write(job.output, data)
+        except OSError as exc:
+            raise OutputError(f"{writing}: cannot be written ({exc.strerror or exc})") from exc
+        if not update_index(opts.out, record["output"]["name"],
+                            index_entry(record, job.record.relative_to(opts.out).as_posix(), record_sha,
+                                        self._index_input(job)),
+                            expect={job.record: record_sha, job.output: record["output"]["sha256"]},
+                            identity=opts.identity):
+            log.warning("%s: another run rewrote %s meanwhile; its files are kept and not indexed (rerun to check)",
+                        job.input, job.output.name)
         m = result.metrics
         checked = {n: m.ratio[n] for n in m.checked} if m.checked and m.ratio else None
         return Outcome(str(job.input), "done", str(job.output), str(job.record), lpips=m.lpips,
@@ -625,9 +759,6 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
 
     ``hooks``: progress, cancelling and a preloaded model for an app embedding the batch (see :class:`BatchHooks`).
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from protect.store import ModelStore
 
     if opts.format not in OUTPUT_FORMATS:
@@ -650,6 +781,10 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
     if request.image is not None:
         if not request.image.is_file():
             raise ConfigError(f"--target {request.image}: no such file")
+        try:  # once, up front: a target that cannot be read would fail every image
+            load_image(request.image)
+        except InputImageError as exc:
+            raise ConfigError(f"--target {exc}") from exc
         request = TargetRequest(request.mode, request.objective, request.kind, request.image,
                                 sha256_file(request.image), request.options)
     store = ModelStore(opts.models_dir)
@@ -659,20 +794,47 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
     shash = settings_hash(run_settings)
 
     items, failures, ignored = collect_inputs(opts.inputs, opts.recursive)
-    opts.out.mkdir(parents=True, exist_ok=True)
+    if not items:  # nothing can be done: say why once, and leave no empty output folder behind
+        raise ConfigError("nothing to protect: " + "; ".join(f"{f.input}: {f.reason}" for f in failures))
+    prepare_output_folder(opts.out)
     jobs = plan_outputs(items, opts.out, OUTPUT_FORMATS[opts.format])
+    if request.kind == "image" and all(_same_file(job.input, request) for job in jobs):
+        raise ConfigError(f"--target {request.image} is the image to protect; moving an image towards itself "
+                          "protects nothing: choose another target")
     mine = jobs[proc.index :: proc.count]
     outcomes: list[Outcome] = failures if proc.index == 0 else []
     for failure in outcomes:
         log.error("%s: %s", failure.input, failure.reason)
     runner = _Runner(opts, proc, request, models, lpips, run_settings, shash, hooks)
     show = not opts.quiet and proc.main
+    if proc.label:
+        log.info("shard %s: %d of %d images", proc.label, len(mine), len(jobs))
+    try:
+        _run_jobs(mine, runner, outcomes, show)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(_interrupted(outcomes, mine, opts.out)) from exc
+    summary = BatchSummary(opts.out, outcomes, ignored, proc.label, shash)
+    if proc.state is not None:  # accelerate: the main process reports for all
+        from accelerate.utils import gather_object
+
+        proc.state.wait_for_everyone()
+        gathered = gather_object([outcomes])
+        if proc.main:
+            summary.outcomes = [o for part in gathered for o in part]
+            summary.shard = None
+        else:
+            summary.report = False
+    return summary
+
+
+def _run_jobs(mine: list[Job], runner: _Runner, outcomes: list[Outcome], show: bool) -> None:
+    """Run ``mine`` in order, appending each outcome to ``outcomes`` (see :func:`run_batch`)."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     def bar_factory(name: str, steps: int):
         return tqdm(total=steps, desc=name[:30], unit="step", leave=False, position=1, disable=not show)
 
-    if proc.label:
-        log.info("shard %s: %d of %d images", proc.label, len(mine), len(jobs))
     with logging_redirect_tqdm(), tqdm(
         total=len(mine), desc="portfolio", unit="image", position=0, disable=not show
     ) as overall:
@@ -700,25 +862,63 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
                 log.error("%s: %s", job.input, outcome.reason)
             except Exception as exc:  # one image's unexpected failure never stops the portfolio
                 kind = "out of GPU memory (try a smaller --tile-size)" if "OutOfMemory" in type(exc).__name__ else (
-                    f"unexpected error: {type(exc).__name__}: {exc}")
+                    f"unexpected error: {type(exc).__name__}: {safe_load_message(exc)}")
                 outcome = Outcome(str(job.input), "failed", reason=kind)
                 log.error("%s: %s", job.input, kind)
                 log.debug("details", exc_info=True)
             outcomes.append(outcome)
             overall.update(1)
 
-    summary = BatchSummary(opts.out, outcomes, ignored, proc.label, shash)
-    if proc.state is not None:  # accelerate: the main process reports for all
-        from accelerate.utils import gather_object
 
-        proc.state.wait_for_everyone()
-        gathered = gather_object([outcomes])
-        if proc.main:
-            summary.outcomes = [o for part in gathered for o in part]
-            summary.shard = None
-        else:
-            summary.report = False
-    return summary
+def _interrupted(outcomes: list[Outcome], mine: list[Job], out: Path) -> str:
+    """What an interrupted run says: what is saved, what is not, and how to finish."""
+    done = sum(o.status == "done" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    finished = {o.input for o in outcomes}
+    left = [job for job in mine if str(job.input) not in finished]
+    text = f"{done} image(s) protected and saved in {out}" + (f" ({skipped} already done)" if skipped else "")
+    if left:
+        text += (f"; {left[0].input} was in progress and is not saved (no partial file is left), "
+                 f"{len(left)} image(s) not done")
+    return text + "; rerun the same command to do the rest"
+
+
+def _same_file(path: Path, request: TargetRequest) -> bool:
+    """Whether ``path`` holds exactly the bytes of the request's target image (size first, then SHA-256)."""
+    try:
+        return path.stat().st_size == request.image.stat().st_size and sha256_file(path) == request.image_sha256
+    except OSError:
+        return False
+
+
+def _blocking(path: Path) -> str | None:
+    """The first existing ancestor of ``path`` that is a file, not a folder (why it cannot be created), or None."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return None if parent.is_dir() else str(parent)
+    return None
+
+
+def prepare_output_folder(out: Path) -> None:
+    """Create the output folder if needed and check that files can be written in it.
+
+    Before any image is computed: a folder that cannot hold the results fails the whole run at once, in
+    one line naming it, rather than each image after its search.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocking = _blocking(out)
+        why = f"{blocking} is a file, not a folder" if blocking else (exc.strerror or str(exc))
+        raise OutputError(f"--out {out}: cannot be created ({why})") from exc
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fixative-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot write files there ({exc.strerror or exc})") from exc
 
 
 def _reason(exc: Exception, path: Path) -> str:

@@ -17,23 +17,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from protect import __version__, identity_commands, target_flags
+from protect.choices import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_ROBUST,
+    DEFAULT_VIEWS,
+    MAX_PIXELS,
+    METHODS,
+    OUTPUT_FORMATS,
+    PRECISIONS,
+    ROBUST_LEVELS,
+    VIEW_LEVELS,
+)
 from protect.devices import DEVICE_CHOICES
 from protect.errors import FixativeError
-from protect.formats import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS
-from protect.images import MAX_PIXELS
-from protect.manifest import sha256_file  # noqa: F401  (re-exported: older callers import it from here)
 from protect.modes import MODES
-from protect.optimizer import METHODS, PRECISIONS
 from protect.optout import DEFAULT_OPT_OUT, OPT_OUTS
 from protect.presets import INTENSITIES, QUALITIES
-from protect.robust import DEFAULT_ROBUST, ROBUST_LEVELS
-from protect.views import DEFAULT_VIEWS, VIEW_LEVELS
 
 log = logging.getLogger("fixative")
+
+
+def __getattr__(name: str):
+    """``sha256_file`` is re-exported (older callers import it from here), loaded only when asked for."""
+    if name == "sha256_file":
+        from protect.manifest import sha256_file
+
+        return sha256_file
+    raise AttributeError(name)
 
 
 def output_names(inputs: list[Path], out_dir: Path, suffix: str = ".png") -> dict[Path, Path]:
@@ -62,8 +77,12 @@ def int_at_least(minimum: int):
 positive_int = int_at_least(1)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fixative", description="Protect artwork against generative-AI mimicry.")
+def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``fixative`` parser. ``argv``: the command line about to be parsed; only the plugin command it
+    names is built in full (the others stay light placeholders, so ``--help`` loads no heavy module)."""
+    from protect.suggest import SuggestingParser
+
+    parser = SuggestingParser(prog="fixative", description="Protect artwork against generative-AI mimicry.")
     parser.add_argument("--version", action="version", version=f"fixative {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -141,6 +160,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-credentials", action="store_true",
                    help="do not sign the outputs with Content Credentials (signed by default once you have an "
                         "identity: 'fixative identity create')")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="records name the input, target and model files by absolute path (default: relative to "
+                        "the record's folder, so a shared record does not show your folders)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on standard output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only problems")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -161,26 +183,44 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     v.set_defaults(handler=_verify)
     identity_commands.register(sub)
-    _add_plugin_commands(sub)
+    from protect.models_cli import register as register_models
+
+    register_models(sub)
+    _add_plugin_commands(sub, argv)
     return parser
 
 
-def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+def _command_word(argv: list[str] | None) -> str | None:
+    """The subcommand named on a command line (the first word that is not an option), or None."""
+    for word in sys.argv[1:] if argv is None else argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
     """Add subcommands that other packages register (``gui``, ``eval``) without importing them here.
 
     A package registers a function ``register(subparsers)`` under the entry-point group
-    ``fixative.commands`` (see pyproject.toml); it adds its subparser and sets ``handler``.
+    ``fixative.commands`` (see pyproject.toml); it adds its subparser and sets ``handler``; its module's
+    ``COMMAND_HELP`` is the one-line help shown while the command is not the one being run (then
+    ``register`` is not called, so nothing it imports is loaded).
     This keeps the import direction one way: ``gui`` and ``eval`` use ``protect``, never the reverse.
     """
     from importlib.metadata import entry_points
 
+    asked = _command_word(argv)
     for ep in sorted(entry_points(group="fixative.commands"), key=lambda e: e.name):
         try:
             register = ep.load()
         except ImportError as exc:  # an optional extra that is not installed
             sub.add_parser(ep.name, help=f"(unavailable: {exc})").set_defaults(handler=_unavailable(ep.name, exc))
             continue
-        register(sub)
+        if ep.name == asked:
+            register(sub)
+        else:
+            summary = getattr(sys.modules.get(register.__module__), "COMMAND_HELP", f"see 'fixative {ep.name} --help'")
+            sub.add_parser(ep.name, help=summary, add_help=False)
 
 
 def _unavailable(name: str, exc: Exception):
@@ -201,7 +241,7 @@ def parse_protect_args(argv: list[str]) -> argparse.Namespace:
     """
     from protect.errors import ConfigError
 
-    parser = _build_parser()
+    parser = _build_parser(["protect"])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     protect_parser = sub.choices["protect"]
 
@@ -220,7 +260,7 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
     """
     from protect.batch import BatchOptions, parse_shard
     from protect.identity import find_identity
-    from protect.presets import budget_for, effort_for, linf_for
+    from protect.presets import budget_for, effort_for, linf_for, robust_for_quality
 
     steps, seconds = effort_for(args.quality, args.steps, args.seconds)
     return BatchOptions(
@@ -233,7 +273,9 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
         recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
         target_options=target_flags.batch_target_options(args, maker=target_maker),
         check_encoders=args.check_encoders, tile_batch=args.tile_batch,
-        robust=args.robust or DEFAULT_ROBUST, platform=args.platform, views=args.views,
+        robust=robust_for_quality(args.quality, args.robust, DEFAULT_ROBUST), platform=args.platform,
+        views=args.views,
+        absolute_paths=getattr(args, "absolute_paths", False),
         opt_out=args.opt_out, identity=None if args.no_credentials else find_identity(args.identity),
     )
 
@@ -248,7 +290,12 @@ def _protect(args: argparse.Namespace) -> int:
     elif not args.no_credentials and not args.quiet:
         log.info("outputs carry the opt-out (%s) but are not signed: you have no signing identity yet "
                  "(fixative identity create --name \"Your Name\")", opts.opt_out)
-    summary = run_batch(opts)
+    hooks = None
+    if not args.quiet:  # time up front: measured on this machine (cached), before a long run
+        from protect.timing import announce
+
+        hooks = announce(opts)
+    summary = run_batch(opts, hooks)
     if not summary.report:  # a non-main process of an accelerate run: the main one reports
         return 0
     done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
@@ -289,7 +336,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fixative`` console script."""
-    args = _build_parser().parse_args(argv)
+    args = _build_parser(argv).parse_args(argv)
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
@@ -297,15 +344,35 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("PIL").setLevel(logging.INFO)  # its chunk-by-chunk debug lines are noise here
+    signals: list[int] = []
+    previous = _on_sigterm(signals)
     try:
         return args.handler(args)
     except FixativeError as exc:
         log.error("error: %s", exc)
         return 2
-    except KeyboardInterrupt:
-        # a subcommand may say what an interruption keeps (``interrupted`` on its parser defaults)
-        log.error("interrupted: %s", getattr(args, "interrupted", "finished images are saved; rerun to do the rest"))
-        return 130
+    except KeyboardInterrupt as exc:
+        # the batch says what it saved; a subcommand may say what an interruption keeps (``interrupted``)
+        said = str(exc) or getattr(args, "interrupted", "finished images are saved; rerun to do the rest")
+        log.error("interrupted%s: %s", " (SIGTERM)" if signals else "", said)
+        return 128 + (signals[0] if signals else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(signals: list[int]):
+    """Make SIGTERM stop a command as Ctrl+C does (what is saved is said, nothing half-written is left);
+    returns the previous handler (None where no handler can be set: not the main thread)."""
+
+    def stop(signum, frame):
+        signals.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):  # not the main thread (an app calling main())
+        return None
 
 
 if __name__ == "__main__":

@@ -378,6 +378,8 @@ def check_index_signature(folder: Path, index_bytes: bytes | None, anchors: list
     try:
         signed_entries = json.loads(signed)["entries"]
         current = json.loads(index_bytes)["entries"] if index_bytes is not None else {}
+        if not isinstance(signed_entries, dict) or not isinstance(current, dict):
+            raise TypeError("its 'entries' is not an object")
     except (ValueError, KeyError, TypeError) as exc:
         result.valid, result.reason = False, f"unreadable index ({exc})"
         return result

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from protect.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -15,6 +18,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     "auto" picks CUDA when available, then Apple MPS, then the CPU. Asking for a device
     that this machine lacks raises :class:`ConfigError` instead of failing later.
     """
+    import torch
+
     if isinstance(name, torch.device):
         return name
     name = name.strip().lower()

@@ -283,7 +283,8 @@ class ShortName:
 def _vae(name: str, description: str, repo: str, channels: int, note: str = "") -> ShortName:
     local = (name, f"{name}_vae", f"{name}_vae.safetensors", f"{name}.safetensors")
     get = (
-        f"`hf download {repo} --include 'vae/*'` (fills the Hugging Face cache, used automatically){note}; "
+        f"`fixative models fetch {name}`{note}; or `hf download {repo} --include 'vae/*'` (fills the Hugging Face "
+        "cache, used automatically); "
         f"or copy its diffusers 'vae' folder (config.json + diffusion_pytorch_model.safetensors) to "
         f"<models dir>/{name}/, or a single-file VAE to <models dir>/{name}_vae.safetensors"
     )
@@ -292,7 +293,8 @@ def _vae(name: str, description: str, repo: str, channels: int, note: str = "") 
 
 def _taesd(name: str, description: str, channels: int, repo: str | None, downsample: int = 8) -> ShortName:
     local = (f"{name}_encoder.pth", f"{name}_encoder.safetensors")
-    get = f"download {name}_encoder.pth (and {name}_decoder.pth, for previews) from {_TAESD_GITHUB} into "
+    get = f"`fixative models fetch {name}`; or download {name}_encoder.pth (and {name}_decoder.pth, for previews) "
+    get += f"from {_TAESD_GITHUB} into "
     get += "<models dir>/taesd/"
     if repo:
         get += f"; or `hf download {repo}` (diffusers AutoencoderTiny; fills the Hugging Face cache)"

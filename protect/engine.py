@@ -20,7 +20,7 @@ from torch import Tensor
 from protect.constraints import LpipsBudget, quantize
 from protect.devices import resolve_device
 from protect.encoders import Encoder, load_encoders
-from protect.errors import ConfigError
+from protect.errors import ConfigError, InputImageError
 from protect.metrics import linf, psnr, ssim
 from protect.objectives import AwayFromSource, Objective, TowardsTarget
 from protect.optimizer import OptimizerSettings, SavedFileLpips, StepInfo, ViewedImages, search
@@ -113,6 +113,17 @@ class TileProgress(StepInfo):
     def overall(self) -> float:
         """Progress over the whole image, in [0,1] (tiles done, plus this step's share)."""
         return min(1.0, ((self.tile - 1) + self.group * self.fraction) / self.tiles)
+
+
+#: the smallest image side that can be protected, in pixels (LPIPS alex, the default metric, needs 31)
+MIN_SIDE = 32
+
+
+def check_size(height: int, width: int) -> None:
+    """Raise :class:`~protect.errors.InputImageError` for an image smaller than :data:`MIN_SIDE` on a side."""
+    if min(height, width) < MIN_SIDE:
+        raise InputImageError(f"the image is {width}x{height} px; images of at least {MIN_SIDE} px on each side "
+                              "can be protected (the perceptual metric needs that much)")
 
 
 def tile_batch_size(free_bytes: int, per_tile_bytes: int, tiles: int, use: float = 0.7) -> int:
@@ -237,6 +248,7 @@ class Protector:
             image = image[None]
         if image.dim() != 4 or image.shape[:2] != (1, 3):
             raise ConfigError(f"expected one RGB image (1x3xHxW), got shape {tuple(image.shape)}")
+        check_size(*image.shape[-2:])
         source = image.to(self.device, torch.float32)
         if objective == "target":
             if target is None:

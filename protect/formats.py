@@ -18,23 +18,26 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import struct
 import tempfile
+import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from torch import Tensor
 
+from protect.choices import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS  # noqa: F401 (re-exported)
 from protect.errors import ConfigError, InputImageError
 
-#: --format name -> file suffix
-OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tiff": ".tif", "jpeg": ".jpg"}
+if TYPE_CHECKING:
+    from torch import Tensor
+
 #: formats that hold 16 bits per channel
 SIXTEEN_BIT_FORMATS = ("png", "tiff")
 LOSSY_FORMATS = ("jpeg",)
-DEFAULT_JPEG_QUALITY = 95
 #: EXIF IFD0 text tags a 16-bit TIFF keeps: description, make, model, software, date, artist, copyright
 _TIFF_TEXT_TAGS = (270, 271, 272, 305, 306, 315, 33432)
 
@@ -194,16 +197,36 @@ def encode_image(
     return _pil_bytes(image, fmt, info, quality)
 
 
+#: a temporary file whose writer cannot be checked (another machine's, or a reused pid) is stale after this long
+STALE_SECONDS = 3600.0
+
+
+def _host() -> str:
+    """This machine's name, reduced to letters, digits and ``-`` (it goes into temporary file names)."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
 def temporary_prefix(dest: Path) -> str:
     """Name prefix of ``dest``'s temporary files (hidden, in the same folder, ending ``.part``)."""
     return f".{dest.name}."
 
 
+def _owner_prefix(dest: Path) -> str:
+    """The prefix of this process's temporary files for ``dest``: ``.NAME.HOST.PID.`` (then random, ``.part``)."""
+    return f"{temporary_prefix(dest)}{_host()}.{os.getpid()}."
+
+
 def atomic_write(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` atomically: a temporary file beside it, fsync, then rename."""
+    """Write ``data`` to ``dest`` atomically: a temporary file beside it, fsync, then rename.
+
+    The temporary file is named after this machine and process (``.NAME.HOST.PID.xxxxxxxx.part``) so that
+    another run cleaning up never takes it for a leftover (see :func:`remove_stale_temporaries`).
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(dest), suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_owner_prefix(dest), suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -238,13 +261,53 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    """True if process ``pid`` runs on this machine (POSIX; on Windows, where signal 0 is Ctrl+C, always True)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def is_stale_temporary(path: Path, dest: Path) -> bool:
+    """Whether ``path``, one of ``dest``'s temporary files, was left by a run that is gone.
+
+    A file written by a process of this machine is stale when that process is no longer running; one of
+    another machine (a shared disk) when it is older than :data:`STALE_SECONDS`; one without a writer
+    in its name (an older version's) always.
+    """
+    middle = path.name[len(temporary_prefix(dest)) : -len(".part")]
+    parts = middle.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True
+    host, pid = parts[0], int(parts[1])
+    if host == _host() and pid != os.getpid() and not _pid_alive(pid):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > STALE_SECONDS
+    except OSError:
+        return False
+
+
 def remove_stale_temporaries(dest: Path) -> int:
-    """Delete temporary files a killed run left for ``dest``; returns how many."""
+    """Delete temporary files that a killed run left for ``dest``; returns how many.
+
+    Files of runs still going (this machine's live processes, and recent ones of other machines) are left
+    alone: two runs on one folder never delete each other's files.
+    """
     removed = 0
     if dest.parent.is_dir():
         for stale in dest.parent.glob(glob.escape(temporary_prefix(dest)) + "*.part"):
-            stale.unlink(missing_ok=True)
-            removed += 1
+            if is_stale_temporary(stale, dest):
+                stale.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 

@@ -34,19 +34,11 @@ ROOT_YEARS = 10
 DEFAULT_YEARS = 5
 
 
-def config_dir() -> Path:
-    """Fixative's per-user config folder: ``$FIXATIVE_CONFIG_DIR``, else platformdirs' user config dir."""
-    env = os.environ.get("FIXATIVE_CONFIG_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir("fixative", appauthor=False))
-
-
 def default_identity_dir() -> Path:
     """Where ``fixative identity create`` puts the identity and where ``protect`` looks for it."""
-    return config_dir() / "identity"
+    from protect.userdirs import user_config_dir
+
+    return user_config_dir() / "identity"
 
 
 @dataclass(frozen=True)

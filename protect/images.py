@@ -22,25 +22,32 @@ pixels are decoded: a decompression bomb never gets decoded).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
+from protect.choices import MAX_PIXELS  # noqa: F401 (re-exported)
 from protect.errors import InputImageError
 
-#: refuse images above this many pixels (a decompression bomb or a mistake); 300 MP
-MAX_PIXELS = 300_000_000
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 #: file suffixes taken from folders and globs (a file named on the command line is tried whatever its name)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".gif",
+                  ".avif", ".heic", ".heif")
+#: ISO-BMFF brands (the ``ftyp`` box) of HEIC/HEIF and of AVIF files
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_plugins_registered = False
 
 ORIENTATION_TAG = 0x0112
 EXIF_HEADER = b"Exif\x00\x00"
@@ -95,10 +102,54 @@ def _check_file(path: Path) -> None:
         raise InputImageError(f"{path}: the file is empty (0 bytes)")
 
 
+def container_kind(head: bytes) -> str | None:
+    """"AVIF" or "HEIC" for the first bytes of an ISO-BMFF image file (its ``ftyp`` box), else None."""
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(head[:4], "big")
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(size, len(head)) - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    return "HEIC" if brands & _HEIF_BRANDS else None
+
+
+def register_plugins() -> None:
+    """Let Pillow read HEIC/HEIF (``pillow-heif``) and AVIF (Pillow's own, else ``pillow-avif-plugin``) where
+    those are installed; called once, when a file that needs them is opened."""
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+    except ImportError:
+        pass
+    from PIL import features
+
+    if not features.check("avif"):
+        with contextlib.suppress(ImportError):
+            import pillow_avif  # noqa: F401  (registers its opener on import)
+
+
+def _plugin_hint(kind: str) -> str:
+    if kind == "HEIC":
+        return ("a HEIC/HEIF image: reading it needs the pillow-heif package, which is not installed "
+                "(pip install pillow-heif, or pip install 'fixative[heif]')")
+    return ("an AVIF image: this Pillow cannot read AVIF (pip install -U 'pillow>=11.2', or pip install "
+            "pillow-avif-plugin)")
+
+
 def _unreadable_reason(path: Path) -> str:
-    """Why Pillow could not open ``path``: for a TIFF, what tifffile says about its samples."""
+    """Why Pillow could not open ``path``: a HEIC/AVIF plugin that is missing; for a TIFF, what tifffile
+    says about its samples."""
     with open(path, "rb") as fh:
-        magic = fh.read(4)
+        head = fh.read(64)
+    magic = head[:4]
+    kind = container_kind(head)
+    if kind is not None:
+        return _plugin_hint(kind)
     if magic in (b"II*\x00", b"MM\x00*"):
         try:
             import tifffile
@@ -113,9 +164,19 @@ def _unreadable_reason(path: Path) -> str:
     return "not an image that can be read (unknown or damaged format)"
 
 
+def _is_container(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return container_kind(fh.read(64)) is not None
+    except OSError:
+        return False
+
+
 def _open(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open (header only) and refuse what must not be decoded: non-images, animations, huge images."""
     _check_file(path)
+    if path.suffix.lower() in (".avif", ".heic", ".heif") or _is_container(path):
+        register_plugins()
     saved = Image.MAX_IMAGE_PIXELS
     try:
         # our own limit decides, just below (Pillow's 89 MP warning / 179 MP error would refuse below it);
@@ -416,6 +477,8 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
         info["dpi"] = tuple(float(d) for d in dpi)
     scale = 65535.0 if colour.dtype == np.uint16 else 255.0
     rgb = colour.astype(np.float32) / scale
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].contiguous()
     return LoadedImage(path, tensor, alpha, bits, mode, info, fmt, orientation, notes)
 
@@ -424,6 +487,8 @@ def load_target(path: str | Path, size: tuple[int, int]) -> Tensor:
     """Read a target image and resize it (bicubic, antialiased) to (height, width)."""
     target = load_image(path).rgb
     if tuple(target.shape[-2:]) != tuple(size):
+        import torch
+
         target = torch.nn.functional.interpolate(
             target, size=size, mode="bicubic", antialias=True, align_corners=False
         ).clamp(0, 1)

@@ -1,7 +1,10 @@
 """Protection modes and where their targets come from.
 
 - ``cloak`` (style cloaking, Glaze-like) and ``poison`` (concept poisoning, Nightshade-like)
-  move the encoders' view towards a target image: for now the user's ``--target IMAGE``.
+  move the encoders' view towards a target image: the user's ``--target IMAGE``, or a made one.
+  A cloak given no target at all uses a target made by code (kind ``"code"``,
+  :func:`protect.patterns.restyle`, :data:`~protect.patterns.DEFAULT_RESTYLE`): a second on any machine,
+  no diffusion model.
 - ``immunize`` (PhotoGuard/Mist-like) pushes the view away from the image's own encoding, or
   towards ``--target`` when one is given.
 
@@ -92,8 +95,12 @@ def target_request(mode: str, objective: str | None, image: Path | None, options
         if kind not in _MAKERS:
             raise ConfigError(f"no target maker for {kind!r} is available")
         return TargetRequest(mode, obj, kind, image, options=options)
+    if image is None and mode == "cloak":
+        from protect.patterns import DEFAULT_RESTYLE
+
+        return TargetRequest(mode, obj, "code", options={"name": DEFAULT_RESTYLE, **options})
     if image is None:
-        hint = " (or --objective away)" if mode != "immunize" else ""
+        hint = " or --anchor WORD (or --objective away)" if mode == "poison" else ""
         raise ConfigError(f"--mode {mode} needs a target: --target IMAGE{hint}")
     return TargetRequest(mode, obj, "image", image, options=options)
 
@@ -104,6 +111,19 @@ def _user_image(request: TargetRequest, image: LoadedImage) -> Target:
     assert request.image is not None
     tensor = load_target(request.image, image.size)
     return Target(tensor, {"kind": "image", "path": str(request.image.resolve()), "sha256": request.image_sha256})
+
+
+def _code_target(request: TargetRequest, image: LoadedImage, on_step=None) -> Target:
+    """The target made by code for the image (:func:`protect.patterns.restyle`); no model, no file."""
+    from protect import __version__
+    from protect.patterns import DEFAULT_RESTYLE, restyle
+
+    name = request.options.get("name", DEFAULT_RESTYLE)
+    return Target(restyle(image.rgb, name), {"kind": "code", "name": name, "made_by": "protect.patterns.restyle",
+                                             "fixative": __version__, "model": None})
+
+
+_MAKERS["code"] = _code_target
 
 
 def make_target(request: TargetRequest, image: LoadedImage,

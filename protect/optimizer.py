@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from protect.choices import METHODS, PRECISIONS  # noqa: F401 (re-exported)
 from protect.constraints import LinfCap, LpipsBudget
 from protect.errors import ConfigError
 from protect.robust import Draw, RobustSettings, Sampler, decode_pass, resize, settings_for
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS = ("fixative", "glaze", "pgd")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PGD_EPS = 0.04
 GLAZE_ALPHA = 100.0
 #: the LPIPS multiplier of the fixative method: x MU_UP after a step that left the budget (at least

@@ -18,11 +18,12 @@ on every machine.
 from __future__ import annotations
 
 import math
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from protect.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PATTERNS = ("texture", "gray")
 DEFAULT_PATTERN = "texture"
@@ -32,6 +33,8 @@ DEFAULT_PERIOD = 32
 
 def immunize_pattern(height: int, width: int, name: str = DEFAULT_PATTERN, *, period: int = DEFAULT_PERIOD) -> Tensor:
     """The pattern ``name`` at (``height``, ``width``): a float32 tensor (1, 3, H, W) in [0, 1]."""
+    import torch
+
     if name not in PATTERNS:
         raise ConfigError(f"unknown immunize pattern {name!r}; choose one of {', '.join(PATTERNS)}")
     if height < 1 or width < 1:
@@ -53,3 +56,51 @@ def immunize_pattern(height: int, width: int, name: str = DEFAULT_PATTERN, *, pe
         mix = rings * (1 if k != 1 else -1) + grating
         channels.append(0.5 + 0.5 * torch.tanh(2.5 * mix))  # pushed towards black and white: high contrast
     return torch.stack(channels)[None].float().clamp(0, 1)
+
+
+# --- targets made from the image by code (the default style cloak's target) ---------------------------
+
+#: code-made cloak targets: the image re-rendered in a far-off style, or the built-in texture; made in about a second
+RESTYLES = ("posterize", "texture-blend", "texture")
+#: the one used when a style cloak is given no target: of the three, the one that changed what taef2 sees of the
+#: protected image most at the 1024-px training view (benchmarks/default_target.py; figures in the README)
+DEFAULT_RESTYLE = "texture"
+
+
+def restyle(rgb: Tensor, name: str = DEFAULT_RESTYLE, *, period: int = DEFAULT_PERIOD) -> Tensor:
+    """A code-made cloak target for the image ``rgb`` (1x3xHxW in [0,1]), at its own size.
+
+    - ``"posterize"``: a woodcut / pop-art rendering: colours reduced to three levels per channel and
+      swapped for their complements, with thick dark outlines along the image's edges. The
+      composition stays where it is (so the target is reachable within a small budget) while palette,
+      shading and texture are all changed.
+    - ``"texture-blend"``: the image half-covered by the built-in ``"texture"`` pattern.
+    - ``"texture"``: the pattern alone (no trace of the image).
+
+    Deterministic: the same pixels give the same target on every machine. Returns float32 in [0,1].
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if name not in RESTYLES:
+        raise ConfigError(f"unknown code-made target {name!r}; choose one of {', '.join(RESTYLES)}")
+    rgb = rgb.detach().float().cpu()
+    _, _, height, width = rgb.shape
+    if name == "texture":
+        return immunize_pattern(height, width, "texture", period=period)
+    if name == "texture-blend":
+        return (0.5 * rgb + 0.5 * immunize_pattern(height, width, "texture", period=period)).clamp(0, 1)
+    # posterize: smooth first so that the three levels form flat areas, not speckle
+    k = max(3, (min(height, width) // 256) | 1)
+    smooth = F.avg_pool2d(F.pad(rgb, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    levels = torch.round(smooth * 2) / 2
+    complement = 1 - levels
+    gray = smooth.mean(dim=1, keepdim=True)
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    gx = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), sobel[None, None])
+    gy = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), sobel.t()[None, None])
+    edges = (gx.square() + gy.square()).sqrt()
+    width_px = max(1, min(height, width) // 400)
+    edges = F.max_pool2d(edges, 2 * width_px + 1, stride=1, padding=width_px)
+    ink = (edges > 0.25).float()
+    return (complement * (1 - ink)).clamp(0, 1)

@@ -94,6 +94,17 @@ def get_platform(key: str) -> Platform:
     return known[k]
 
 
+#: the smallest downscale factor a robust mix draws (protect.robust.RobustSettings allows no less)
+MIN_FACTOR = 0.05
+
+
+def resize_range(factor: float) -> tuple[float, float]:
+    """The downscale factors drawn for a platform that shrinks by ``factor`` (0-1): -20%/+10% around it,
+    kept within [0.05, 1] and never empty (a 30000-px strip shrunk to 1080 px is drawn at 0.05)."""
+    low = min(1.0, max(MIN_FACTOR, factor * 0.8))
+    return low, min(1.0, max(low, factor * 1.1))
+
+
 def robust_for(platform: Platform, size: tuple[int, int] | None = None, level: str = "web") -> RobustSettings:
     """The robust mix for ``platform``'s pipeline, for an image of ``size`` (H, W) px.
 
@@ -116,5 +127,5 @@ def robust_for(platform: Platform, size: tuple[int, int] | None = None, level: s
         factor = platform.long_side / max(size)
         if factor < 1:
             changes["resize_prob"] = max(base.resize_prob, 0.8)
-            changes["resize_factor"] = (max(0.05, factor * 0.8), min(1.0, factor * 1.1))
+            changes["resize_factor"] = resize_range(factor)
     return replace(base, **changes)

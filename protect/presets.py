@@ -16,7 +16,7 @@ distance ratio of 0.53 instead of 0.43. ``--budget`` alone (no preset) applies n
 
 | ``--quality`` | steps | search time limit per image |
 | --- | --- | --- |
-| ``preview`` | 8 | 5 s |
+| ``preview`` | 8 | 5 s, without the robust mix unless ``--robust`` asks for it (a first look, not for posting) |
 | ``fast`` | 60 | 60 s |
 | ``standard`` (default) | 300 | 200 s |
 | ``best`` | 1000 | 900 s |
@@ -40,12 +40,17 @@ DEFAULT_INTENSITY = "medium"
 
 @dataclass(frozen=True)
 class Quality:
+    """An effort preset: at most ``steps`` steps and ``seconds`` of search per image (None = no limit);
+    ``robust``: the robust mix it implies when the user names none (None = the command's default)."""
+
     steps: int
     seconds: float | None
+    robust: str | None = None
 
 
 QUALITIES: dict[str, Quality] = {
-    "preview": Quality(steps=8, seconds=5.0),
+    # at 8 steps the robust mix halves the gain (benchmarks/artwork.py's curve): a preview shows the file as saved
+    "preview": Quality(steps=8, seconds=5.0, robust="off"),
     "fast": Quality(steps=60, seconds=60.0),
     "standard": Quality(steps=300, seconds=200.0),
     "best": Quality(steps=1000, seconds=900.0),
@@ -67,6 +72,11 @@ def linf_for(intensity: str | None, budget: float | None, linf: float | None) ->
     if budget is not None:
         return None
     return INTENSITY_LINF[intensity or DEFAULT_INTENSITY]
+
+
+def robust_for_quality(quality: str | None, robust: str | None, default: str) -> str:
+    """The robust level: ``robust`` when given, else the quality preset's, else ``default``."""
+    return robust or QUALITIES[quality or DEFAULT_QUALITY].robust or default
 
 
 def effort_for(quality: str | None, steps: int | None, seconds: float | None) -> tuple[int, float | None]:

@@ -35,11 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from protect.choices import DEFAULT_ROBUST, ROBUST_LEVELS  # noqa: F401 (re-exported)
 from protect.errors import ConfigError
-
-ROBUST_LEVELS = ("off", "web", "strong")
-#: the CLI's default (chosen from measurements: see the README's "Robust protection")
-DEFAULT_ROBUST = "web"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,11 @@ Search order for a model (first hit wins):
 2. ``models_dir`` given to :class:`ModelStore` (the ``--models-dir`` flag);
 3. the directories in the environment variable ``FIXATIVE_MODELS_DIR`` (``os.pathsep``-separated);
 4. the checkout's ``models/`` folder (next to the ``protect`` package), when it exists;
-5. the Hugging Face cache, then the Hugging Face hub (the hub only when not offline).
+5. the per-user models folder (:func:`protect.userdirs.user_models_dir`, where ``fixative models
+   fetch`` downloads to: ``~/.local/share/fixative/models`` on Linux);
+6. the weights built into the package (:mod:`protect.builtin`: taef2 and the LPIPS AlexNet
+   backbone), each used only when its SHA-256 matches the pinned one;
+7. the Hugging Face cache, then the Hugging Face hub (the hub only when not offline).
 
 Offline mode (``HF_HUB_OFFLINE=1``, or ``TRANSFORMERS_OFFLINE=1``) is honoured: every hub call is
 made with ``local_files_only=True``, so only the local cache is consulted.
@@ -26,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import protect
+from protect.builtin import BUILTIN_DIR, verified
 from protect.errors import ModelNotFoundError
+from protect.userdirs import user_models_dir
 
 ENV_MODELS_DIR = "FIXATIVE_MODELS_DIR"
 """Environment variable naming one or more model directories (``os.pathsep``-separated)."""
@@ -70,12 +76,21 @@ class SearchPlace:
     """One local directory in the search order, with the setting it came from (for messages)."""
 
     path: Path
-    origin: str  # "--models-dir", "$FIXATIVE_MODELS_DIR", "checkout models/"
+    origin: str  # "--models-dir", "$FIXATIVE_MODELS_DIR", "checkout models/", "per-user models folder", "built-in"
 
     def describe(self) -> str:
         """``"/abs/path (--models-dir)"``, marked when the directory does not exist."""
         missing = "" if self.path.is_dir() else ", does not exist"
         return f"{self.path} ({self.origin}{missing})"
+
+    @property
+    def builtin(self) -> bool:
+        """True for the package's own weights folder (files there count only with a matching SHA-256)."""
+        return self.origin == BUILTIN_ORIGIN
+
+
+BUILTIN_ORIGIN = "built-in"
+USER_ORIGIN = "per-user models folder"
 
 
 class ModelStore:
@@ -83,13 +98,16 @@ class ModelStore:
 
     ``models_dir``: the directory given by ``--models-dir`` (str or Path), or None. ``hub_cache``:
     a Hugging Face cache directory to use instead of the default (``HF_HUB_CACHE`` / ``HF_HOME``).
+    ``builtin``: whether the package's own weights are searched (after every user folder).
     The environment is read each time a lookup runs, so the store reflects the current
-    ``FIXATIVE_MODELS_DIR`` and ``HF_HUB_OFFLINE``.
+    ``FIXATIVE_MODELS_DIR``, the per-user folder and ``HF_HUB_OFFLINE``.
     """
 
-    def __init__(self, models_dir: str | Path | None = None, *, hub_cache: str | Path | None = None) -> None:
+    def __init__(self, models_dir: str | Path | None = None, *, hub_cache: str | Path | None = None,
+                 builtin: bool = True) -> None:
         self.models_dir: Path | None = Path(models_dir).expanduser() if models_dir else None
         self._hub_cache: Path | None = Path(hub_cache).expanduser() if hub_cache else None
+        self.builtin = builtin
         self.last_hub_error: str | None = None
 
     def __repr__(self) -> str:
@@ -110,8 +128,9 @@ class ModelStore:
     def places(self) -> list[SearchPlace]:
         """The local directories in search order, with their origin, duplicates removed.
 
-        ``--models-dir`` and ``FIXATIVE_MODELS_DIR`` entries are listed even when missing (so that
-        error messages can say so); the checkout's ``models/`` only when it exists.
+        ``--models-dir``, ``FIXATIVE_MODELS_DIR`` entries and the per-user folder are listed even when
+        missing (so that error messages can say so); the checkout's ``models/`` only when it exists;
+        the built-in weights last, unless the store was made with ``builtin=False``.
         """
         found: list[SearchPlace] = []
         if self.models_dir is not None:
@@ -122,6 +141,9 @@ class ModelStore:
         checkout = checkout_models_dir()
         if checkout is not None:
             found.append(SearchPlace(checkout, "checkout models/"))
+        found.append(SearchPlace(user_models_dir(), USER_ORIGIN))
+        if self.builtin and BUILTIN_DIR.is_dir():
+            found.append(SearchPlace(BUILTIN_DIR, BUILTIN_ORIGIN))
         unique: list[SearchPlace] = []
         seen: set[Path] = set()
         for place in found:
@@ -132,8 +154,13 @@ class ModelStore:
         return unique
 
     def search_dirs(self) -> list[Path]:
-        """The local directories in search order: models_dir, $FIXATIVE_MODELS_DIR, checkout models/."""
+        """The local directories in search order (see :meth:`places`)."""
         return [place.path for place in self.places()]
+
+    @staticmethod
+    def _usable(place: SearchPlace, cand: Path) -> bool:
+        """Whether ``cand`` (a path in ``place``) exists and may be used: built-in files only when verified."""
+        return verified(cand) if place.builtin else cand.exists()
 
     # --- local files ---------------------------------------------------------------------------
 
@@ -156,13 +183,7 @@ class ModelStore:
         rel = Path(relpath).expanduser()
         if rel.is_absolute():
             return rel if rel.exists() else None
-        for directory in self.search_dirs():
-            if not directory.is_dir():
-                continue
-            for cand in self._candidates(directory, str(rel)):
-                if cand.exists():
-                    return cand
-        return None
+        return self.find_any([rel])
 
     def find_any(self, names: Iterable[str | Path]) -> Path | None:
         """First hit for any of ``names``; directory order wins over name order."""
@@ -171,14 +192,14 @@ class ModelStore:
             path = Path(name).expanduser()
             if path.is_absolute() and path.exists():
                 return path
-        for directory in self.search_dirs():
-            if not directory.is_dir():
+        for place in self.places():
+            if not place.path.is_dir():
                 continue
             for name in names:
                 if Path(name).expanduser().is_absolute():
                     continue
-                for cand in self._candidates(directory, str(name)):
-                    if cand.exists():
+                for cand in self._candidates(place.path, str(name)):
+                    if self._usable(place, cand):
                         return cand
         return None
 
@@ -237,9 +258,8 @@ class ModelStore:
         return lines
 
     def suggested_dir(self) -> Path:
-        """Where a user should put a downloaded model: the first search directory, else ``./models``."""
-        dirs = self.search_dirs()
-        return dirs[0] if dirs else Path("models").resolve()
+        """Where a user should put a downloaded model: ``--models-dir`` when given, else the per-user folder."""
+        return self.models_dir if self.models_dir is not None else user_models_dir()
 
     def not_found(
         self,
@@ -266,4 +286,6 @@ class ModelStore:
             parts.append(f"  (hub: {detail})")
         if how:
             parts.append("To get it: " + how)
+        parts.append(f"Downloads go to the per-user models folder {user_models_dir()}: `fixative models fetch NAME` "
+                     "fills it; `fixative models list` shows every model and where it is.")
         return ModelNotFoundError("\n".join(parts))

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from protect.errors import FixativeError
+from protect.errors import FixativeError, safe_load_message
 
 TAESDKind = Literal["encoder", "decoder"]
 
@@ -262,9 +262,16 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError as exc:
         raise FixativeError(f"weights file {path} does not exist") from exc
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise FixativeError(f"cannot read weights file {path}: {safe_load_message(exc)}") from None
         raise FixativeError(
             f"cannot read weights file {path}: it is corrupt, truncated or not a torch state dict ({exc})"
+        ) from exc
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as exc:
+        raise FixativeError(
+            f"cannot read weights file {path}: it is corrupt, truncated or not a torch state dict "
+            f"({safe_load_message(exc)})"
         ) from exc
     except Exception as exc:  # safetensors raises its own error types
         raise FixativeError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc

@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protect.errors import ConfigError, FixativeError
 from protect.patterns import PATTERNS
-from protect.targets import DEFAULT_TARGET_MODELS, STYLE_NAMES, GenerationSettings, TargetMaker
+from protect.target_names import DEFAULT_TARGET_MODELS, STYLE_NAMES
+
+if TYPE_CHECKING:
+    from protect.targets import TargetMaker
 
 log = logging.getLogger("fixative")
 
@@ -110,6 +114,7 @@ def batch_target_options(args: argparse.Namespace, maker: TargetMaker | None = N
     if kind is None:
         return {}
     from protect.modes import Target, register_target_maker
+    from protect.targets import GenerationSettings, TargetMaker
 
     settings = maker.settings if maker else GenerationSettings()  # fixed seeds: --seed varies the search only
     maker = maker or TargetMaker(

@@ -13,7 +13,7 @@ image, while the perturbation stays a full-resolution change in the saved file:
   are left out): the image's own size stands in for it.
 - :class:`View`: one drawn view, a resize to one of those sizes (antialiased bicubic,
   differentiable), a patch of at most ``patch`` x ``patch`` px of it (the trainer's random crop;
-  it also bounds what one step costs) and an optional horizontal flip. The target (or, for
+  it also bounds what one step costs) and, a quarter of the time, a horizontal flip. The target (or, for
   "away", the original) is viewed the same way, so the objective compares like with like.
 - :class:`ViewSampler`: draws views reproducibly from a seed.
 - :func:`work_size`: the resolution the search runs at, the largest view (at most the image's own
@@ -32,12 +32,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from protect.choices import DEFAULT_VIEWS, VIEW_LEVELS  # noqa: F401 (re-exported)
 from protect.errors import ConfigError
 from protect.robust import resize
 
-VIEW_LEVELS = ("train", "off")
-#: the default of the command line and the GUI
-DEFAULT_VIEWS = "train"
 #: the encoders' downsampling factor (px): the smallest sizes are multiples of it
 GRID = 8
 
@@ -51,7 +49,8 @@ class TrainingViews:
       ``bucket_step`` px;
     - ``patch``: px, the largest side of the part of a view the encoders see in one step (a random
       crop, as trainers take); 0 = the whole view;
-    - ``flip_prob``: probability of a horizontal flip, in [0, 1];
+    - ``flip_prob``: probability of a horizontal flip, in [0, 1] (0.25 by default: flips are off by default in
+      diffusers' and kohya's trainers, so most steps protect the unflipped views);
     - ``name``: labels the mix in records.
     """
 
@@ -60,7 +59,7 @@ class TrainingViews:
     bucket_areas: tuple[float, ...] = (0.25, 0.5, 1.0)
     bucket_step: int = 64
     patch: int = 512
-    flip_prob: float = 0.5
+    flip_prob: float = 0.25
 
     def __post_init__(self) -> None:
         if not self.shorter_sides and not self.bucket_areas:

@@ -11,6 +11,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the per-user models folder (and speed cache) of the machine running the tests are never read or written
+import tempfile  # noqa: E402
+
+os.environ.setdefault("FIXATIVE_DATA_DIR", tempfile.mkdtemp(prefix="fixative-test-data-"))
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="fixative-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 
@@ -221,6 +226,9 @@ def private_config_dir(tmp_path_factory, monkeypatch) -> Path:
     return folder
 
 
+# --- the batch, hardening and credentials tests (test_batch.py, test_hardening.py, test_credentials.py) ------
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
@@ -231,3 +239,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def target(tmp_path) -> Path:
+    """A target image (40x32 px, ``corpus.rgb8(99)``) in its own folder."""
+    import corpus
+    from PIL import Image
+
+    path = tmp_path / "target" / "target.png"
+    path.parent.mkdir()
+    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
+    return path

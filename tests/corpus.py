@@ -1,9 +1,10 @@
 """A generated corpus of image files: every input format the batch takes, and every kind of bad file.
 
 ``write_good(folder)`` writes small images in each format, depth and colour type (with EXIF
-orientation, ICC, XMP, palette transparency, 16-bit colour and alpha) and returns their paths by
-name; ``write_bad(folder)`` writes the files that must be refused, with a word each refusal's
-reason contains.
+orientation, ICC, XMP, palette transparency, 16-bit colour and alpha; AVIF, and HEIC where
+pillow-heif is installed) and returns their paths by name; ``write_bad(folder)`` writes the files
+that must be refused (damaged, animated, too large, and the hardening round's: images below the
+engine's minimum size and a 3 px strip), with a word each refusal's reason contains.
 """
 
 from __future__ import annotations
@@ -97,7 +98,23 @@ def write_good(folder: Path) -> dict[str, Path]:
                      extrasamples=("unassalpha",))
     raw("rgba16_tif.tif", buffer.getvalue())
     save("rgb_bmp.bmp", rgb)
+    from PIL import features
+
+    if features.check("avif"):  # Pillow 11.2+ reads and writes AVIF itself
+        save("rgb_avif.avif", rgb, quality=90)
+    if heif_plugin():
+        save("rgb_heic.heic", rgb, quality=90)
     return out
+
+
+def heif_plugin() -> bool:
+    """True (and HEIC registered with Pillow) where pillow-heif is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -109,6 +126,10 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1000)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+#: files of :func:`write_bad` that are readable images, refused by the batch for their size (protect.engine.MIN_SIDE)
+TOO_SMALL = ("tiny_1px.png", "tiny_4px.png", "tiny_24px.png", "strip_3px.png")
 
 
 def write_bad(folder: Path) -> dict[str, str]:
@@ -134,6 +155,10 @@ def write_bad(folder: Path) -> dict[str, str]:
     (folder / "bomb.png").write_bytes(bomb_png())
     tifffile.imwrite(folder / "float32.tif", np.random.default_rng(0).random((H, W, 3), dtype=np.float32),
                      photometric="rgb")
+    # below the engine's minimum (protect.engine.MIN_SIDE): refused up front, saying the minimum
+    for side in (1, 4, 24):  # TOO_SMALL
+        Image.fromarray(rgb8(12, side, side), "RGB").save(folder / f"tiny_{side}px.png")
+    Image.fromarray(rgb8(13, 3, 100_000), "RGB").save(folder / "strip_3px.png")  # 3x100000
     return {
         "zero_bytes.png": "empty",
         "corrupt.png": "not an image",
@@ -146,6 +171,10 @@ def write_bad(folder: Path) -> dict[str, str]:
         "multipage.tif": "multi-page",
         "bomb.png": "pixel limit",
         "float32.tif": "floating-point",
+        "tiny_1px.png": "at least 32 px",
+        "tiny_4px.png": "at least 32 px",
+        "tiny_24px.png": "at least 32 px",
+        "strip_3px.png": "at least 32 px",
     }
 
 

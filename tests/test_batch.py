@@ -16,8 +16,9 @@ from protect.batch import InputItem, collect_inputs, parse_shard, plan_outputs
 from protect.cli import main
 from protect.errors import ConfigError
 from protect.images import load_image
-from protect.manifest import INDEX_NAME, verify
-from protect.presets import budget_for, effort_for
+from protect.manifest import INDEX_NAME, recorded_path, verify
+from protect.patterns import DEFAULT_RESTYLE
+from protect.presets import budget_for, effort_for, robust_for_quality
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
 
@@ -31,19 +32,11 @@ def _records(folder: Path) -> dict[str, dict]:
     for path in folder.rglob("*.json"):
         if path.name != INDEX_NAME:
             data = json.loads(path.read_text())
-            found[data["input"]["path"]] = data
+            found[str(recorded_path(data["input"]["path"], path.parent))] = data  # relative to the record
     return found
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def target(tmp_path) -> Path:
-    path = tmp_path / "target" / "target.png"
-    path.parent.mkdir()
-    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
-    return path
 
 
 def test_corpus_every_good_file_protected_every_bad_one_named(tmp_path, tiny_models, target, caplog, capsys):
@@ -168,9 +161,15 @@ def test_modes_presets_and_formats(tmp_path, tiny_models, target, capsys, caplog
     record = json.loads((out / "art.json").read_text())
     assert record["settings"]["objective"] == "away" and record["settings"]["budget"] == 0.03
     assert record["mode"] == "immunize" and record["target"] is None
-    # cloak needs a target
-    assert _protect(tiny_models, str(art), "--mode", "cloak", "--out", str(out)) == 2
-    assert "--target" in caplog.text
+    # cloak without a target: a rendering of the image made by code, no diffusion model; recorded
+    assert _protect(tiny_models, str(art), "--mode", "cloak", "--out", str(out / "cloak")) == 0
+    record = json.loads((out / "cloak" / "art.json").read_text())
+    assert record["target"]["kind"] == "code" and record["target"]["name"] == DEFAULT_RESTYLE
+    assert record["target"]["model"] is None and record["settings"]["objective"] == "target"
+    assert record["run_settings"]["target"]["kind"] == "code"
+    # poison still needs a target, and says how to give one
+    assert _protect(tiny_models, str(art), "--mode", "poison", "--out", str(out)) == 2
+    assert "--target" in caplog.text and "--anchor" in caplog.text
     # JPEG on request: measured again after compression
     assert _protect(tiny_models, str(art), "--target", str(target), "--out", str(out), "--format", "jpeg",
                     "--jpeg-quality", "80", "--json") == 0
@@ -189,6 +188,9 @@ def test_modes_presets_and_formats(tmp_path, tiny_models, target, capsys, caplog
 def test_presets_in_numbers():
     assert budget_for(None, None) == 0.07 and budget_for("low", None) == 0.03 and budget_for("high", 0.05) == 0.05
     assert effort_for(None, None, None) == (300, 200.0) and effort_for("preview", None, None) == (8, 5.0)
+    assert robust_for_quality("preview", None, "web") == "off"
+    assert robust_for_quality("preview", "strong", "web") == "strong"
+    assert robust_for_quality(None, None, "web") == "web" and robust_for_quality("best", "off", "web") == "off"
     assert effort_for("fast", None, None) == (60, 60.0) and effort_for("best", 5, None) == (5, 900.0)
     assert parse_shard("2/3") == (2, 3)
     for bad in ("0/2", "3/2", "x"):

@@ -132,3 +132,5 @@ def test_quality_presets_keep_their_time_limit_on_a_large_image(tmp_path, models
     assert saved.size == (2400, 3200) and saved.alpha is not None
     np.testing.assert_array_equal(saved.alpha, load_image(art).alpha)  # alpha bit-exact
     assert record["run_settings"]["views"]["name"] == "train"
+    # a preview shows the file as saved (no robust mix unless asked for); the other presets keep the default
+    assert (record["run_settings"]["robust"] == "off") == (quality == "preview")

@@ -54,13 +54,6 @@ def art(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def target(tmp_path) -> Path:
-    path = tmp_path / "target.png"
-    Image.fromarray(corpus.rgb8(99), "RGB").save(path)
-    return path
-
-
 def _protect(models: Path, *args: str) -> int:
     return main(["protect", *args, *tiny_protect_args(models, 2)])
 

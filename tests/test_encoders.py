@@ -266,8 +266,12 @@ def test_resolution_order(tiny: dict[str, object], places: dict[str, Path]) -> N
         r = resolve_spec("taef2", store)
         assert (r.kind, r.location) == ("path", str(found[key].resolve()))
         found[key].unlink()
+    # then the copy built into the package (checked against its pinned SHA-256)
+    from protect.builtin import BUILTIN_DIR
+
+    assert resolve_spec("taef2", store).location == str(BUILTIN_DIR / "taesd" / "taef2_encoder.pth")
     with pytest.raises(ModelNotFoundError):
-        resolve_spec("taef2", store)  # no hub fallback for taef2
+        resolve_spec("taef2", ModelStore(places["flag"], hub_cache=places["hub"], builtin=False))  # no hub fallback
 
     # taesd: local files first, then the (offline) hub cache's AutoencoderTiny repo
     _hub_taesd(tiny, places["hub"])
@@ -316,7 +320,7 @@ def test_store_relative_path(tiny: dict[str, object], places: dict[str, Path]) -
 
 
 def test_missing_model_message_offline(places: dict[str, Path]) -> None:
-    store = ModelStore(places["flag"], hub_cache=places["hub"])
+    store = ModelStore(places["flag"], hub_cache=places["hub"], builtin=False)
     with pytest.raises(ModelNotFoundError) as info:
         load_encoder("taef2", store=store)
     msg = str(info.value)

@@ -161,16 +161,16 @@ def test_scale_back_guarantees_budget(perceptual):
     ({"objective": "sideways"}, "objective"),
 ])
 def test_clear_errors(protector, kwargs, match):
-    x, t = smooth_image(16, 16), smooth_image(16, 16, 1)
+    x, t = smooth_image(32, 32), smooth_image(32, 32, 1)
     with pytest.raises(ConfigError, match=match):
         protector.protect(x, t, settings=_fast(), **kwargs)
 
 
 def test_wrong_target_size_and_bad_settings(protector):
     with pytest.raises(ConfigError, match="target size"):
-        protector.protect(smooth_image(16, 16), smooth_image(16, 24), settings=_fast())
+        protector.protect(smooth_image(32, 32), smooth_image(32, 48), settings=_fast())
     with pytest.raises(ConfigError, match="needs a target"):
-        protector.protect(smooth_image(16, 16), None, settings=_fast())
+        protector.protect(smooth_image(32, 32), None, settings=_fast())
     with pytest.raises(ConfigError, match="unknown method"):
         OptimizerSettings(method="magic")
     with pytest.raises(ConfigError, match="at least one encoder"):

@@ -83,7 +83,8 @@ def test_real_weights_report(real_dataset, tmp_path):
     assert "concept_success" in agg["efficacy"]["none"]["taef2"]
     assert "style_ratio" in agg["efficacy"]["none"]["taef2"]
     assert "concept_success" not in agg["efficacy"]["none"]["taesana"]  # taesana has no decoder
-    assert set(agg["efficacy"]) == {"none", "jpeg75", "downup0.5", "noise0.03", "blur1", "noisy_upscale", "impress"}
+    assert set(agg["efficacy"]) == {"none", "jpeg75", "downup0.5", "noise0.03", "blur1", "noisy_upscale", "impress",
+                                    "training view 512 crop", "training view 1024 px"}
     assert set(report.stealth["spaces"]) == {"latent:taef2", "latent:taesana", "classifier:imagenet"}
     paths = write_report(report, tmp_path / "report")
     assert "ladybug" in paths["html"].read_text()

@@ -159,7 +159,7 @@ def test_imperceptibility_and_efficacy(report, models):
 
 def test_every_countermeasure_is_measured(report, models):
     expected = ["none", "jpeg90", "jpeg50", "downup0.5", "noise0.03", "blur1", "noise0.05_downup0.5",
-                "platform2048q85", "noisy_upscale", "impress"]
+                "platform2048q85", "noisy_upscale", "impress", "training view 512 crop", "training view 1024 px"]
     assert list(report.aggregate["efficacy"]) == expected
     for r in report.images:
         assert list(r.efficacy) == expected
@@ -253,7 +253,8 @@ def test_cli_writes_report(models, dataset, tmp_path, capsys):
     assert "JPEG quality 75" in printed and "noise control" in printed
     data = json.loads((out / "report.json").read_text())
     assert list(data["aggregate"]["efficacy"]) == ["none", "jpeg75", "downup0.5", "noise0.03", "blur1",
-                                                   "noise0.05_downup0.5", "platform2048q85", "noisy_upscale"]
+                                                   "noise0.05_downup0.5", "platform2048q85", "noisy_upscale",
+                                                   "training view 512 crop", "training view 1024 px"]
 
 
 def test_cli_side_by_side(models, dataset, tmp_path, capsys):

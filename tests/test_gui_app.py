@@ -185,6 +185,51 @@ def test_browser_upload_protect_screenshot_download(served, tmp_path):
         print(f"screenshot copied to {keep}")
 
 
+def test_artist_screen_defaults_protect_with_no_diffusion_model(served, tmp_path):
+    """On a 1366x768 screen the Protect button is visible without scrolling; the defaults (style cloak, built-in
+    style) protect a dropped image with no diffusion model; the page shows the equivalent command, full paths."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    _, url, bench = served
+    art = _photo(tmp_path / "drawing.png", (120, 160), seed=2)
+    shot = tmp_path / "gui-1366x768.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(url)
+            run = page.locator("#fx-run")
+            expect(run).to_be_visible(timeout=30_000)
+            box = run.bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 768, box  # no scrolling
+            page.locator("#fx-files input[type=file]").set_input_files(str(art))
+            expect(page.locator("#fx-upload-note")).to_contain_text("1 image ready", timeout=30_000)
+            page.get_by_text("Advanced options").click()  # only to keep the test short: 3 steps
+            page.locator("#fx-steps input").fill("3")
+            page.locator("#fx-steps input").press("Tab")
+            page.evaluate("window.scrollTo(0, 0)")
+            run.click()
+            from protect.patterns import DEFAULT_RESTYLE
+
+            expect(page.locator("#fx-metrics")).to_contain_text(f"the built-in '{DEFAULT_RESTYLE}'", timeout=90_000)
+            expect(page.locator("#fx-command")).to_contain_text("fixative protect /")
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    record = sorted(bench.root.glob("jobs/*/out/drawing.json"))[-1]
+    import json
+
+    data = json.loads(record.read_text())
+    assert data["mode"] == "cloak" and data["target"]["kind"] == "code" and data["target"]["model"] is None
+    keep = os.environ.get("FIXATIVE_GUI_SCREENSHOT_1366")
+    if keep:
+        shutil.copyfile(shot, keep)
+
+
 def _listening(port: int) -> list[str]:
     """Local addresses with a socket listening on ``port`` (from /proc/net/tcp and tcp6)."""
     found = []

@@ -81,8 +81,16 @@ def test_job_gives_the_same_bytes_as_the_command_line(tmp_path, bench, tiny_taef
     report = verify(tmp_path / "unzipped")  # the zip is a folder `fixative verify` accepts
     assert report.ok and report.checked == 2, [p.line() for p in report.problems]
     assert all(p.read_bytes() == b for p, b in originals.items())  # uploads untouched
-    # the shown command is the one that gives these files
-    assert result.command.startswith("fixative protect art.png deep.png --out=protected/ --mode=poison")
+    # the shown command is the one that gives these files, with full paths (it runs as shown)
+    import shlex
+
+    words = shlex.split(result.command)
+    assert words[:2] == ["fixative", "protect"] and "--mode=poison" in words
+    assert [Path(w).name for w in words[2:4]] == ["art.png", "deep.png"] and all(Path(w).is_absolute()
+                                                                                 for w in words[2:4])
+    out_word = next(w for w in words if w.startswith("--out="))
+    assert Path(out_word[6:]).is_absolute() and Path(out_word[6:]).is_dir()
+    assert f"--target={target}" in words and "--quiet" not in words
     assert "--steps=3" in result.command and "--seed=5" in result.command
 
 
@@ -203,10 +211,9 @@ def test_argv_for_each_mode_parses_like_the_command_line(tmp_path):
 
 def test_style_cloak_with_a_made_target(tmp_path, bench, tiny_sd_dir, monkeypatch):
     import protect.targets as targets
-    from protect import target_flags
 
-    monkeypatch.setattr(target_flags, "GenerationSettings",
-                        lambda: targets.GenerationSettings(steps=4, strength=0.5, candidates=2))
+    original = targets.GenerationSettings
+    monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=4, strength=0.5, candidates=2))
     art = _rgba(tmp_path / "a.png")
     settings = JobSettings(mode="cloak", style="cubism", target_model=str(tiny_sd_dir), clip_model="none", steps=2,
                            **CPU)

@@ -9,8 +9,10 @@ import pytest
 from conftest import fake_hub_snapshot
 
 import protect.store as store_mod
+from protect.builtin import BUILTIN_DIR
 from protect.errors import ModelNotFoundError
 from protect.store import ENV_MODELS_DIR, ModelStore, checkout_models_dir, hub_offline
+from protect.userdirs import ENV_DATA_DIR
 
 
 @pytest.fixture
@@ -21,6 +23,8 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         path.mkdir()
     monkeypatch.setenv(ENV_MODELS_DIR, os.pathsep.join([str(out["env1"]), str(out["env2"])]))
     monkeypatch.setattr(store_mod, "checkout_models_dir", lambda: out["checkout"])
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "user"))
+    out["user"] = tmp_path / "user" / "models"
     return out
 
 
@@ -32,22 +36,28 @@ def _touch(path: Path) -> Path:
 
 def test_search_dirs_order(dirs: dict[str, Path]) -> None:
     store = ModelStore(dirs["flag"])
-    assert store.search_dirs() == [dirs["flag"], dirs["env1"], dirs["env2"], dirs["checkout"]]
+    assert store.search_dirs() == [dirs["flag"], dirs["env1"], dirs["env2"], dirs["checkout"], dirs["user"],
+                                   BUILTIN_DIR]
     assert [p.origin for p in store.places()] == [
         "--models-dir",
         f"${ENV_MODELS_DIR}",
         f"${ENV_MODELS_DIR}",
         "checkout models/",
+        "per-user models folder",
+        "built-in",
     ]
-    assert ModelStore().search_dirs() == [dirs["env1"], dirs["env2"], dirs["checkout"]]
+    assert ModelStore().search_dirs() == [dirs["env1"], dirs["env2"], dirs["checkout"], dirs["user"], BUILTIN_DIR]
+    assert ModelStore(builtin=False).search_dirs()[-1] == dirs["user"]
 
 
 def test_search_dirs_dedupes_and_skips_absent_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_MODELS_DIR, str(tmp_path))
     monkeypatch.setattr(store_mod, "checkout_models_dir", lambda: None)
-    assert ModelStore(tmp_path).search_dirs() == [tmp_path]
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "user"))
+    user = tmp_path / "user" / "models"
+    assert ModelStore(tmp_path, builtin=False).search_dirs() == [tmp_path, user]
     monkeypatch.delenv(ENV_MODELS_DIR)
-    assert ModelStore().search_dirs() == []
+    assert ModelStore(builtin=False).search_dirs() == [user]
 
 
 def test_checkout_models_dir_is_beside_the_package() -> None:
@@ -59,16 +69,43 @@ def test_checkout_models_dir_is_beside_the_package() -> None:
 def test_find_resolution_order(dirs: dict[str, Path]) -> None:
     name = "taef2_encoder.pth"
     explicit = _touch(dirs["explicit"] / name)
-    files = {key: _touch(dirs[key] / name) for key in ("flag", "env1", "env2", "checkout")}
+    files = {key: _touch(dirs[key] / name) for key in ("flag", "env1", "env2", "checkout", "user")}
     store = ModelStore(dirs["flag"])
     assert store.find(explicit) == explicit  # explicit path wins, no search
     assert store.find(str(explicit)) == explicit
-    order = ["flag", "env1", "env2", "checkout"]
+    order = ["flag", "env1", "env2", "checkout", "user"]
     for key in order:
         assert store.find(name) == files[key]
         files[key].unlink()
-    assert store.find(name) is None
+    # then the package's own copy, after every user folder; without built-ins, nothing
+    assert store.find(name) == BUILTIN_DIR / "taesd" / name
+    assert ModelStore(dirs["flag"], builtin=False).find(name) is None
     assert store.find(dirs["explicit"] / "absent.pth") is None
+
+
+def test_builtin_weights_match_their_pins_and_a_damaged_copy_is_not_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import protect.builtin as builtin_mod
+    from protect.manifest import sha256_file
+
+    for rel, entry in builtin_mod.BUILTIN_FILES.items():
+        assert sha256_file(BUILTIN_DIR / rel) == entry.sha256, rel
+        assert (BUILTIN_DIR / entry.licence_file).is_file()
+    assert "MIT" in (BUILTIN_DIR / "taesd" / "LICENSE").read_text()
+    assert "BSD" in (BUILTIN_DIR / "lpips" / "LICENSE").read_text()
+    notice = (BUILTIN_DIR / "NOTICE").read_text()
+    assert all(e.sha256 in notice for e in builtin_mod.BUILTIN_FILES.values())
+    # a damaged install: same names, other bytes
+    fake = tmp_path / "weights"
+    _touch(fake / "taesd" / "taef2_encoder.pth")
+    monkeypatch.setattr(builtin_mod, "BUILTIN_DIR", fake)
+    monkeypatch.setattr(store_mod, "BUILTIN_DIR", fake)
+    monkeypatch.setattr(store_mod, "checkout_models_dir", lambda: None)
+    monkeypatch.delenv(ENV_MODELS_DIR, raising=False)
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "user"))
+    with caplog.at_level("WARNING"):
+        assert ModelStore().find("taef2_encoder.pth") is None
+    assert "does not match its pinned SHA-256" in caplog.text
 
 
 def test_find_subfolders(dirs: dict[str, Path]) -> None:
@@ -137,8 +174,9 @@ def test_not_found_message_lists_every_place(dirs: dict[str, Path]) -> None:
     )
     assert isinstance(err, ModelNotFoundError)
     msg = str(err)
-    for key in ("flag", "env1", "env2", "checkout"):
+    for key in ("flag", "env1", "env2", "checkout", "user"):
         assert str(dirs[key]) in msg
+    assert "fixative models fetch" in msg
     assert "--models-dir" in msg and ENV_MODELS_DIR in msg and "checkout models/" in msg
     assert "madebyollin/taesd" in msg and "offline" in msg and str(dirs["explicit"] / "cache") in msg
     assert "taef2_encoder.pth" in msg and "To get it: download it" in msg and "not cached" in msg

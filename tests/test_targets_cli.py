@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 import protect.targets as targets
-from protect import target_flags
 from protect.cli import main
 
 from tiny import smooth_image, tiny_protect_args
@@ -28,8 +27,8 @@ def _protect(models: Path, *args: str) -> int:
 @pytest.fixture
 def fast_generation(monkeypatch):
     """Two scheduler steps and two anchor candidates instead of 50 and 4: the same code paths, quicker."""
-    monkeypatch.setattr(target_flags, "GenerationSettings",
-                        lambda: targets.GenerationSettings(steps=2, strength=0.5, candidates=2))
+    original = targets.GenerationSettings
+    monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=2, strength=0.5, candidates=2))
 
 
 def test_cloak_with_style_end_to_end_and_cache_reuse(tmp_path, tiny_models, tiny_sd_dir, fast_generation,
@@ -103,13 +102,13 @@ def test_immunize_with_pattern(tmp_path, tiny_models):
     (["--mode", "immunize", "--pattern", "gray", "--target-model", "sd15"], "made by code"),
 ])
 def test_bad_combinations_are_one_clear_error(tmp_path, tiny_models, caplog, flags, message):
-    art = _png(tmp_path / "a.png", 16, 16, 0)
+    art = _png(tmp_path / "a.png", 32, 32, 0)
     assert _protect(tiny_models, str(art), *flags, "--out", str(tmp_path / "o")) == 2
     assert message in caplog.text
 
 
 def test_missing_generator_is_one_clear_error(tmp_path, tiny_models, caplog):
-    art = _png(tmp_path / "a.png", 16, 16, 0)
+    art = _png(tmp_path / "a.png", 32, 32, 0)
     code = _protect(tiny_models, str(art), "--style", "cubism", "--target-model", "nobody/nothing",
                     "--target-cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"))
     assert code in (1, 2)
@@ -122,8 +121,8 @@ def test_cancel_stops_target_generation_mid_way(tmp_path, tiny_models, tiny_sd_d
     from protect.batch import BatchHooks, run_batch
     from protect.cli import parse_protect_args, protect_options
 
-    monkeypatch.setattr(target_flags, "GenerationSettings",
-                        lambda: targets.GenerationSettings(steps=8, strength=0.5, candidates=2))
+    original = targets.GenerationSettings
+    monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=8, strength=0.5, candidates=2))
     art = _png(tmp_path / "art.png", 32, 32, 0)
     made = ["--style", "cubism"] if mode == "cloak" else ["--mode", "poison", "--anchor", "cat", "--clip-model", "none"]
     out = tmp_path / "out"

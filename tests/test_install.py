@@ -1,0 +1,82 @@
+"""A first run as a new user has it: Fixative installed non-editable (`pip install` of its wheel) into a
+fresh virtual environment, run from an empty folder with no models folder, no ../shared, no per-user
+models and HF_HUB_OFFLINE=1, protects an image with the built-in default models and default target.
+
+To keep this to about a minute, the new environment does not download torch & co. again: a ``.pth`` file
+makes this test environment's installed packages visible to it (they satisfy the wheel's dependencies as
+any installed copy would); Fixative itself comes only from the wheel built here. Building the wheel needs
+``hatchling`` from the package index (pip's build isolation), as any ``pip install .`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import corpus
+import pytest
+from PIL import Image
+
+from protect.builtin import BUILTIN_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _check(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_fresh_venv_non_editable_install_protects_offline_with_no_models_folder(tmp_path):
+    venv = tmp_path / "venv"
+    _check([sys.executable, "-m", "venv", str(venv)])
+    py = venv / "bin" / "python"
+    site = Path(_check([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (site / "_fixative_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
+
+    # the wheel: the package folders and the built-in weights, licences and NOTICE; no models/, tests/, ../shared
+    dist = tmp_path / "dist"
+    _check([str(py), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)])
+    wheel = next(dist.glob("fixative-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for rel in BUILTIN_FILES:
+        assert f"protect/weights/{rel}" in names
+    assert {"protect/weights/NOTICE", "protect/weights/taesd/LICENSE", "protect/weights/lpips/LICENSE"} <= names
+    assert not [n for n in names if n.startswith(("models/", "tests/", "shared/"))]
+    _check([str(py), "-m", "pip", "install", "-q", str(wheel)])
+
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    Image.fromarray(corpus.rgb8(4, 48, 64)).save(work / "art.png")
+    Image.fromarray(corpus.rgb8(7, 40, 40)).convert("RGB").save(work / "other.jpg", quality=90)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "FIXATIVE_MODELS_DIR", "VIRTUAL_ENV") and not k.startswith(("HF_", "XDG_"))}
+    env.update(HF_HUB_OFFLINE="1", HOME=str(home), FIXATIVE_DATA_DIR=str(home / "data"), TORCH_HOME=str(home / "t"),
+               OMP_NUM_THREADS="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    where = _check([str(py), "-c", "import protect; print(protect.__file__)"], cwd=work, env=env).stdout.strip()
+    assert Path(where).is_relative_to(venv), where  # the installed copy, not this checkout
+
+    fixative = shutil.which("fixative", path=str(venv / "bin"))
+    assert fixative is not None
+    for extra, out, kind in (([], "out", "code"), (["--target", "other.jpg"], "out2", "image")):
+        _check([fixative, "protect", "art.png", "--out", f"{out}/", "--steps", "4", *extra], cwd=work, env=env)
+        record = json.loads((work / out / "art.json").read_text())
+        assert (work / out / "art.png").is_file() and record["target"]["kind"] == kind
+        encoder = record["models"]["encoders"][0]["files"][0]
+        lpips = record["models"]["lpips"]["files"][0]
+        for entry, rel in ((encoder, "taesd/taef2_encoder.pth"), (lpips, "lpips/alexnet_features.safetensors")):
+            assert entry["builtin"]["name"] == rel and entry["sha256"] == BUILTIN_FILES[rel].sha256
+            # records hold paths relative to their folder (no user's folders in them): it is the installed file
+            assert (work / out / entry["path"]).resolve().is_relative_to(venv.resolve())
+    assert not (work / "models").exists() and not (home / "data").exists()  # nothing needed, nothing downloaded
+    _check([fixative, "verify", "out"], cwd=work, env=env)
