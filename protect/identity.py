@@ -20,11 +20,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from protect.errors import ConfigError
+
+log = logging.getLogger("fixative")
 
 KEY_NAME = "key.pem"
 CHAIN_NAME = "chain.pem"
@@ -291,7 +294,12 @@ def find_identity(path: Path | None = None) -> Identity | None:
     if path is not None:
         return load_identity(path)
     folder = default_identity_dir()
-    return load_identity(folder) if (folder / KEY_NAME).is_file() else None
+    try:
+        present = (folder / KEY_NAME).is_file()
+    except OSError as exc:  # e.g. a config folder this user may not enter: no identity to sign with, said once
+        log.warning("%s: cannot be read (%s), so no signing identity is used", folder, exc.strerror or exc)
+        return None
+    return load_identity(folder) if present else None
 
 
 def identity_summary(identity: Identity) -> str:
