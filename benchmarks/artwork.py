@@ -16,6 +16,10 @@ Prints, in one run:
    robust mix and without it: the curve the presets' step counts and time limits were chosen from.
 4. **Presets** (``--presets``): ``Garden.jpg`` (2560 x 1600) towards ``Wood.jpg`` with ``--quality fast`` and the
    artwork at 512 x 512 with ``--quality preview``: their search time against the preset's limit.
+5. **Limits** (``--limits``): the artwork at the chosen sizes with the default preset but other LPIPS budgets and
+   L-inf caps (``--budget B --linf L``, a fixed number of steps): how much protection at the training views the
+   budget on the full-size file allows. LPIPS (alex) is not scale-invariant: the same low-frequency change, the
+   only kind a downscale to a training view keeps, costs more LPIPS on a larger (locally smoother) file.
 
 Wall-clock figures on a machine shared with other work carry contention; the CPU seconds (user + system
 of the protecting process) are the steadier figure.
@@ -23,6 +27,7 @@ of the protecting process) are the steadier figure.
     python benchmarks/artwork.py --models-dir ../shared/models
     python benchmarks/artwork.py --sizes 17.9 --pairs artwork --compare      # one size, with the comparison
     python benchmarks/artwork.py --curve --presets --sizes --no-square         # the curve and the presets alone
+    python benchmarks/artwork.py --limits --limit-sizes 1 17.9 --sizes --no-square   # budget and cap against size
 """
 
 from __future__ import annotations
@@ -178,6 +183,26 @@ def presets_part(args, protector: Protector) -> None:
               + f" search {m['search_seconds']:.1f} s", flush=True)
 
 
+#: (LPIPS budget, L-inf cap in 1/255 or None) of the limits part; the first is the default preset's
+LIMITS = ((0.07, 8), (0.15, 8), (0.15, 16), (0.5, None))
+
+
+def limits_part(args, protector: Protector) -> None:
+    print("\n5. limits: the default preset with other LPIPS budgets and caps on the saved full-size file "
+          f"(--budget B [--linf L]), {args.limit_steps} steps and no time limit, so that rows compare under contention")
+    print(HEADER.replace("| run |", "| run | budget | cap |").replace("| --- ", "| --- | --- | --- ", 1))
+    art, tgt = (args.images / n for n in PAIRS["artwork"])
+    for mp in args.limit_sizes:
+        image = resized(art, mp, args.workdir / "inputs")
+        for budget, cap in LIMITS:
+            extra = ["--budget", f"{budget:g}", *(["--linf", f"{cap / 255:.6f}"] if cap else []),
+                     "--steps", str(args.limit_steps), "--seconds", "100000"]
+            out = args.workdir / "limits" / f"{mp:g}MP_b{budget:g}_c{cap}"
+            res = run_protect(image, tgt, out, args.models_dir, extra)
+            label, rest = row(f"artwork {mp:g} MP", res, None).split(" | ", 1)
+            print(f"{label} | {budget:g} | {f'{cap}/255' if cap else 'none'} | {rest}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="*", type=float, default=[1, 4, 12, 17.9], help="megapixels (default 1 4 12 17.9)")
@@ -189,6 +214,10 @@ def main() -> None:
     ap.add_argument("--curve", action="store_true", help="part 3: gain against steps at 512x512")
     ap.add_argument("--curve-steps", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128])
     ap.add_argument("--presets", action="store_true", help="part 4: the fast and preview presets")
+    ap.add_argument("--limits", action="store_true", help="part 5: other LPIPS budgets and caps")
+    ap.add_argument("--limit-sizes", nargs="+", type=float, default=[1, 17.9], help="sizes (MP) of part 5")
+    ap.add_argument("--limit-steps", type=int, default=150,
+                    help="steps of each part-5 run (default 150: what the default preset makes in its 200 s here)")
     ap.add_argument("--images", type=Path, default=SHARED / "images")
     ap.add_argument("--models-dir", type=Path, default=SHARED / "models")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out/artwork"))
@@ -204,6 +233,8 @@ def main() -> None:
         curve_part(args, protector)
     if args.presets:
         presets_part(args, protector)
+    if args.limits:
+        limits_part(args, protector)
 
 
 if __name__ == "__main__":

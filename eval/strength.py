@@ -100,7 +100,7 @@ class StrengthSettings:
     - ``detectors``: run the stealth detectors; ``poison_fraction``: the share of images that are
       protected in each detection trial (the rest are clean originals).
     - ``max_side``: measure images downscaled so the longer side is at most this (None = as is).
-    - ``tile_size``: larger images go through the encoders, decoders and IMPRESS in cells of
+    - ``tile_size``: larger images go through the encoders, decoders, IMPRESS and LPIPS in cells of
       this many pixels (memory stays bounded; the latents are laid side by side).
     - ``seed``: for every random draw (noise, detector restarts).
     - ``device``: "auto", "cpu", "cuda", "mps".
@@ -385,8 +385,10 @@ class StrengthEvaluator:
         # FLIP by NVIDIA's flip-evaluator (the independent measure), and the JPEG quality of equal visibility
         out: dict = {"flip": flip_of_file(x, xp)}
         out["like_jpeg"] = jpeg_equivalent(x, out["flip"], measure=flip_of_file)
-        out["lpips_alex"] = float(self.lpips_alex.distance(xp, x)[0])
-        out["lpips_vgg"] = float(self.lpips_vgg.distance(xp, x)[0]) if self.lpips_vgg is not None else None
+        cell = self.settings.tile_size
+        out["lpips_alex"] = float(self.lpips_alex.distance_in_cells(xp, x, cell)[0])
+        out["lpips_vgg"] = (float(self.lpips_vgg.distance_in_cells(xp, x, cell)[0]) if self.lpips_vgg is not None
+                            else None)
         out["psnr"] = float(psnr(xp, x)[0])
         out["ssim"] = float(ssim(xp, x)[0])
         out["linf"] = float(linf(xp, x)[0])

@@ -27,11 +27,13 @@ from gui.explain import (
 from gui.handlers import (
     BUILTIN_STYLE,
     DEFAULT_MAX_FILE_BYTES,
+    OPT_OUT_LABELS,
     JobResult,
     JobSettings,
     Workbench,
     average_megapixels,
     check_uploads,
+    credentials_note,
     measure_speed,
     parse_encoders,
     run_job,
@@ -39,6 +41,7 @@ from gui.handlers import (
 from protect.choices import PRECISIONS
 from protect.devices import DEVICE_CHOICES
 from protect.images import IMAGE_SUFFIXES
+from protect.optout import DEFAULT_OPT_OUT
 
 #: the protection events' shared queue: at most one runs at a time, across all browser tabs
 CONCURRENCY_ID = "protection"
@@ -83,14 +86,15 @@ def _import_gradio():
 
 
 def _settings(mode, target_file, style, concept, anchor, immunize, intensity, quality, posting, encoders_text, seed,
-              device, precision, steps, seconds, target_model, clip_model) -> JobSettings:
+              device, precision, steps, seconds, target_model, clip_model, credentials=True,
+              opt_out=DEFAULT_OPT_OUT) -> JobSettings:
     return JobSettings(
         mode=mode, target_image=target_file or None, style=style or "", concept=concept or "", anchor=anchor or "",
         immunize=immunize, intensity=intensity, quality=quality, posting=posting,
         encoders=parse_encoders(encoders_text),
         seed=int(seed or 0), device=device, precision=precision, steps=int(steps) if steps else None,
         seconds=float(seconds) if seconds else None, target_model=(target_model or "").strip() or None,
-        clip_model=(clip_model or "").strip() or None,
+        clip_model=(clip_model or "").strip() or None, credentials=bool(credentials), opt_out=opt_out,
     )
 
 
@@ -178,6 +182,11 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
                 posting = gr.Dropdown(posting_choices(), value="generic", elem_id="fx-posting",
                                       label="Where will you post it? Sites shrink and re-compress uploads; the "
                                             "protection is made to survive what that site does")
+                with gr.Row():
+                    credentials = gr.Checkbox(True, label="Add my Content Credentials",
+                                              info=credentials_note(), elem_id="fx-credentials")
+                    opt_out = gr.Dropdown([(v, k) for k, v in OPT_OUT_LABELS.items()], value=DEFAULT_OPT_OUT,
+                                          label="Tell AI crawlers and trainers", elem_id="fx-opt-out")
                 with gr.Accordion("Advanced options", open=False):
                     encoders_box = gr.Textbox(", ".join(config.encoders), label="Encoders",
                                               info="short names (taef2, taesd, sd15, sdxl, flux1...), files or "
@@ -238,7 +247,8 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
 
         # --- the protection job --------------------------------------------------------------------
         setting_inputs = [mode, target_file, style, concept, anchor, immunize, intensity, quality, posting,
-                          encoders_box, seed, device, precision, steps, seconds, target_model, clip_model]
+                          encoders_box, seed, device, precision, steps, seconds, target_model, clip_model,
+                          credentials, opt_out]
         job_outputs = [progress, models_status, message, results, picker, comparison, difference,
                        difference_caption, model, model_note, metrics, downloads, zip_file, command, run_btn,
                        cancel_btn, quality_md]

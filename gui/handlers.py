@@ -32,6 +32,7 @@ from gui.explain import JobProgress, SpeedTable, metrics_words, plain_error
 from protect.errors import FixativeError, safe_load_message
 from protect.images import IMAGE_SUFFIXES, MAX_PIXELS
 from protect.modes import MODES
+from protect.optout import DEFAULT_OPT_OUT, OPT_OUTS
 from protect.presets import INTENSITIES, QUALITIES
 
 log = logging.getLogger("fixative.gui")
@@ -182,12 +183,16 @@ class JobSettings:
     precision: str = "auto"
     target_model: str | None = None
     clip_model: str | None = None
+    credentials: bool = True  # sign with the user's identity (when they have one), as the command line does
+    opt_out: str = DEFAULT_OPT_OUT
 
     def problems(self) -> list[str]:
         """What is missing or wrong, in words (empty when the settings can run)."""
         out = []
         if self.mode not in MODES:
             out.append(f"unknown mode {self.mode!r}")
+        if self.opt_out not in OPT_OUTS:
+            out.append(f"unknown opt-out {self.opt_out!r}")
         if self.intensity not in INTENSITIES:
             out.append(f"unknown intensity {self.intensity!r}")
         if self.quality not in QUALITIES:
@@ -235,7 +240,9 @@ def protect_argv(settings: JobSettings, inputs: list[Path], out: Path, *, models
     for spec in settings.encoders:
         argv.append(f"--encoder={spec}")
     argv += [f"--seed={int(settings.seed)}", f"--device={settings.device}", f"--precision={settings.precision}",
-             f"--max-pixels={int(max_pixels)}", "--format=png", "--quiet"]
+             f"--max-pixels={int(max_pixels)}", "--format=png", "--quiet", f"--opt-out={settings.opt_out}"]
+    if not settings.credentials:
+        argv.append("--no-credentials")
     if models_dir is not None:
         argv.append(f"--models-dir={models_dir}")
     made = False
@@ -307,6 +314,8 @@ class JobResult:
     command: str = ""
     message: str = ""
     folder: Path | None = None
+    signer: str | None = None  # whose Content Credentials the images carry (None: unsigned)
+    unsigned_reason: str | None = None
 
     @property
     def outputs(self) -> list[Path]:
@@ -590,7 +599,11 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
     if result.images:
         from gui.views import portfolio_zip
 
-        result.zip = portfolio_zip(out, result.outputs, folder / "download" / "fixative-protected.zip")
+        signed = [im.record.get("credentials") for im in result.images if im.record.get("credentials")]
+        result.signer = signed[0]["signer"] if signed else None
+        result.unsigned_reason = None if signed else _unsigned_reason(settings)
+        result.zip = portfolio_zip(out, result.outputs, folder / "download" / "fixative-protected.zip",
+                                   certificate=opts.identity.certificate_pem if signed else None)
     result.message = _summary_message(result)
     progress.phase = "cancelled" if result.cancelled else "done"
     progress.index = len(result.images)
@@ -623,9 +636,45 @@ def _summary_message(result: JobResult) -> str:
                      "(nothing half-done was saved).")
     if not n and not result.cancelled:
         lines.append("No image was protected.")
+    if result.signer:
+        lines.append(f"Signed with Content Credentials by **{result.signer}** (the zip holds your public "
+                     "certificate, `signer-certificate.pem`, for whoever checks the files).")
+    elif result.unsigned_reason:
+        lines.append(result.unsigned_reason)
     for name, reason in result.failures:
         lines.append(f"- **{name}** was not protected: {reason}")
     return "\n".join(lines)
+
+
+#: the opt-out choices in the app's words (``--opt-out`` values)
+OPT_OUT_LABELS = {
+    "ai-training": "Do not train AI on it",
+    "gen-ai": "Do not train generative AI on it",
+    "all": "No AI training, data mining or AI use",
+    "none": "State no preference",
+}
+
+
+def credentials_note() -> str:
+    """The line under "Add my Content Credentials": who signs, or how to get an identity."""
+    from protect.identity import find_identity
+
+    try:
+        identity = find_identity()
+    except FixativeError as exc:
+        return f"Your signing identity cannot be used: {exc}"
+    if identity is None:
+        return ("You have no signing identity yet: run `fixative identity create --name \"Your Name\"` once. "
+                "The do-not-train statement is written either way.")
+    return f"Signs each image as {identity.name}, and states your choice below in a way crawlers can read."
+
+
+def _unsigned_reason(settings: JobSettings) -> str:
+    """Why a job's images carry no Content Credentials, in words."""
+    if not settings.credentials:
+        return "Not signed: Content Credentials were switched off (the do-not-train statement is still in the files)."
+    return ("Not signed: you have no signing identity yet. Make one once with `fixative identity create --name "
+            "\"Your Name\"`; from then on your images are signed (the do-not-train statement is in them already).")
 
 
 def measure_speed(bench: Workbench, settings: JobSettings, *, size: int = 512, steps: int = 6,

@@ -111,18 +111,27 @@ def load_pair(original: Path, protected: Path, max_pixels: int) -> tuple[LoadedI
     return load_image(original, max_pixels=max_pixels), load_image(protected, max_pixels=max_pixels)
 
 
-def portfolio_zip(out_dir: Path, outputs: list[Path], dest: Path) -> Path:
-    """A zip of ``outputs`` (files in ``out_dir``), their provenance records and the portfolio index.
+def portfolio_zip(out_dir: Path, outputs: list[Path], dest: Path, *, certificate: str | None = None) -> Path:
+    """A zip of ``outputs`` (files in ``out_dir``), their provenance records, the portfolio index and its
+    signature, and ``certificate`` (the signer's public certificate chain, PEM) as ``signer-certificate.pem``.
 
     Files are stored, not recompressed, so each image in the zip is byte-for-byte the engine's output.
     """
+    from protect.credentials import INDEX_SIGNATURE_NAME
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as zf:
         for output in outputs:
             for path in (output, record_path(output)):
                 if path.is_file():
                     zf.write(path, path.relative_to(out_dir).as_posix())
-        index = out_dir / INDEX_NAME
-        if index.is_file():
-            zf.write(index, INDEX_NAME)
+        for name in (INDEX_NAME, INDEX_SIGNATURE_NAME):
+            if (out_dir / name).is_file():
+                zf.write(out_dir / name, name)
+        if certificate:
+            zf.writestr(CERTIFICATE_NAME, certificate)
     return dest
+
+
+#: the signer's public certificate chain in a download (what ``fixative verify --trust`` takes)
+CERTIFICATE_NAME = "signer-certificate.pem"

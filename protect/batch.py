@@ -67,6 +67,7 @@ from protect.manifest import (
     write_record,
 )
 from protect.modes import DEFAULT_MODE, TargetRequest, make_target, target_request
+from protect.optout import DEFAULT_OPT_OUT, get_opt_out, with_opt_out
 
 log = logging.getLogger("fixative")
 
@@ -110,6 +111,8 @@ class BatchOptions:
     robust: str = "web"  # off | web | strong (protect.robust)
     platform: str | None = None  # --for PLATFORM (protect.platforms); None with "web" = the generic platform
     views: str = "train"  # train | off (protect.views): protect what a trainer's resized views show
+    opt_out: str = DEFAULT_OPT_OUT  # the "do not train" statement (protect.optout)
+    identity: Any = None  # a protect.identity.Identity: sign every output (protect.credentials); None: unsigned
     # records hold paths relative to their own folder unless this is set (--absolute-paths)
     absolute_paths: bool = False
 
@@ -472,6 +475,8 @@ def _run_settings(opts: BatchOptions, request: TargetRequest, models: list[dict]
         "format": opts.format,
         "jpeg_quality": opts.jpeg_quality if opts.format == "jpeg" else None,
         "bits": "as input where the format allows",
+        "opt_out": opts.opt_out,
+        "credentials": opts.identity.fingerprint if opts.identity is not None else None,
     }
 
 
@@ -582,7 +587,8 @@ class _Runner:
         if entry is None:
             update_index(out, name, index_entry(done, job.record.relative_to(out).as_posix(), record_sha,
                                                 self._index_input(job)),
-                         replace=False, expect={job.record: record_sha, job.output: done["output"]["sha256"]})
+                         replace=False, expect={job.record: record_sha, job.output: done["output"]["sha256"]},
+                         identity=self.opts.identity)
             return True
         if (entry_problem(entry) is None and entry["record_sha256"] == record_sha
                 and entry["output_sha256"] == done["output"]["sha256"]):
@@ -649,13 +655,14 @@ class _Runner:
             bar.close()
         if result.metrics.stopped == "cancelled":
             raise Cancelled
-        data = encode_image(result.image, result.alpha, fmt=opts.format, bits=bits, info=loaded.info,
+        opt_out = get_opt_out(opts.opt_out)
+        info = {**loaded.info, "xmp": with_opt_out(loaded.info.get("xmp"), opt_out)}
+        data = encode_image(result.image, result.alpha, fmt=opts.format, bits=bits, info=info,
                             quality=opts.jpeg_quality)
         compressed = None
         if opts.format == "jpeg":
             compressed = {"format": "jpeg", "quality": opts.jpeg_quality, **remeasure(
                 protector, loaded.rgb, decode_rgb(data), target.tensor, self.request.objective, opts.tile_size)}
-        out_sha = sha256_bytes(data)
         record = {
             "fixative": __version__,
             "record_version": 1,
@@ -678,13 +685,12 @@ class _Runner:
             "output": {
                 "path": portable_path(job.output, job.record.parent, opts.absolute_paths),
                 "name": job.output.relative_to(opts.out).as_posix(),
-                "sha256": out_sha,
-                "bytes": len(data),
                 "format": opts.format,
                 "bits": bits,
                 "alpha": result.alpha is not None,
-                "metadata": sorted(k for k in ("icc_profile", "exif", "xmp", "dpi") if loaded.info.get(k)),
+                "metadata": sorted(k for k in ("icc_profile", "exif", "xmp", "dpi") if info.get(k)),
             },
+            "opt_out": opt_out.describe(),
             "target": target.recipe if opts.absolute_paths else portable_paths(target.recipe, job.record.parent),
             "encoders": list(opts.encoders),
             "models": {"encoders": self.models, "lpips": self.lpips} if opts.absolute_paths else portable_paths(
@@ -695,6 +701,7 @@ class _Runner:
             "compressed": compressed,
             "environment": {**self.environment, "device": str(protector.device)},
         }
+        data = finish_output(data, record, job.input, opts.identity, opt_out)
         # the record first: an output never exists without one (see protect.manifest)
         from protect.formats import atomic_write
 
@@ -708,7 +715,8 @@ class _Runner:
         if not update_index(opts.out, record["output"]["name"],
                             index_entry(record, job.record.relative_to(opts.out).as_posix(), record_sha,
                                         self._index_input(job)),
-                            expect={job.record: record_sha, job.output: out_sha}):
+                            expect={job.record: record_sha, job.output: record["output"]["sha256"]},
+                            identity=opts.identity):
             log.warning("%s: another run rewrote %s meanwhile; its files are kept and not indexed (rerun to check)",
                         job.input, job.output.name)
         m = result.metrics
@@ -717,6 +725,21 @@ class _Runner:
                        mean_ratio=m.mean_ratio, view_ratio=m.view_ratio,
                        seconds=round(time.perf_counter() - started, 2), compressed=compressed,
                        checked=checked)
+
+
+def finish_output(data: bytes, record: dict, original: Path, identity, opt_out) -> bytes:
+    """The output's final bytes: ``data`` signed with ``identity`` (when given); fills ``record``'s
+    ``credentials`` and the output's SHA-256, size and pixel hash (taken after signing)."""
+    from protect.credentials import pixels_sha256, protection_assertion, sign_image
+
+    credentials = None
+    if identity is not None:
+        data, credentials = sign_image(data, record["output"]["format"], original, identity,
+                                       title=Path(record["output"]["name"]).name,
+                                       protection=protection_assertion(record), opt_out=opt_out)
+    record["credentials"] = credentials
+    record["output"].update(sha256=sha256_bytes(data), bytes=len(data), pixels_sha256=pixels_sha256(data))
+    return data
 
 
 def _describe(outcome: Outcome) -> str:
@@ -748,6 +771,7 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
 
     if opts.format not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown --format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    get_opt_out(opts.opt_out)  # an unknown --opt-out: say so before any work
     budget_limit(opts)  # a clear error for a bad budget or JPEG quality, before any model loads
     if opts.tile_size < MIN_TILE_SIZE:
         raise ConfigError(f"--tile-size must be at least {MIN_TILE_SIZE} pixels, got {opts.tile_size}")
@@ -779,11 +803,12 @@ def run_batch(opts: BatchOptions, hooks: BatchHooks | None = None) -> BatchSumma
     items, failures, ignored = collect_inputs(opts.inputs, opts.recursive)
     if not items:  # nothing can be done: say why once, and leave no empty output folder behind
         raise ConfigError("nothing to protect: " + "; ".join(f"{f.input}: {f.reason}" for f in failures))
-    prepare_output_folder(opts.out)
-    jobs = plan_outputs(items, opts.out, OUTPUT_FORMATS[opts.format])
-    if request.kind == "image" and all(_same_file(job.input, request) for job in jobs):
+    if request.kind == "image" and all(_same_file(item.path, request) for item in items):
+        # checked before the output folder is made: a run that can do nothing leaves nothing behind
         raise ConfigError(f"--target {request.image} is the image to protect; moving an image towards itself "
                           "protects nothing: choose another target")
+    prepare_output_folder(opts.out)
+    jobs = plan_outputs(items, opts.out, OUTPUT_FORMATS[opts.format])
     mine = jobs[proc.index :: proc.count]
     outcomes: list[Outcome] = failures if proc.index == 0 else []
     for failure in outcomes:

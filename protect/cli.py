@@ -5,7 +5,8 @@
 [--encoder SPEC...] [--format png|webp|tiff|jpeg] [--recursive] [--shard I/N] [--json] [--quiet]``
 protects files, folders and globs into ``DIR`` (see :mod:`protect.batch`): ``DIR/<name>.<ext>``
 and ``DIR/<name>.json`` (the provenance record) per image, and ``DIR/fixative-index.json``.
-``fixative verify DIR`` checks a folder against its records.
+``fixative verify DIR`` checks a folder against its records, and their Content Credentials;
+``fixative identity create|show`` makes and shows the signing identity (:mod:`protect.identity_commands`).
 
 Problems are reported as one line naming the file; one bad file does not stop the others.
 Exit status: 0 all done, 1 some inputs failed (or verify found problems), 2 bad usage or setup.
@@ -20,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-from protect import __version__, target_flags
+from protect import __version__, identity_commands, target_flags
 from protect.choices import (
     DEFAULT_JPEG_QUALITY,
     DEFAULT_ROBUST,
@@ -35,6 +36,7 @@ from protect.choices import (
 from protect.devices import DEVICE_CHOICES
 from protect.errors import FixativeError
 from protect.modes import MODES
+from protect.optout import DEFAULT_OPT_OUT, OPT_OUTS
 from protect.presets import INTENSITIES, QUALITIES
 
 log = logging.getLogger("fixative")
@@ -150,6 +152,18 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--check-encoder", action="append", dest="check_encoders", metavar="SPEC", default=[],
                    help="also measure the result on this encoder without crafting against it (e.g. craft on the "
                         "tiny taef2, check on the full flux2 VAE: the transfer); repeatable")
+    p.add_argument("--opt-out", choices=tuple(OPT_OUTS), default=DEFAULT_OPT_OUT,
+                   help="the machine-readable 'do not train' statement written into every output (IPTC "
+                        "plus:DataMining in the XMP, and the CAWG training-mining assertion of its Content "
+                        "Credentials): ai-training (prohibited for AI/ML training; the default), gen-ai "
+                        "(generative AI training only), all (all data mining, training and AI inference), "
+                        "none (no preference stated)")
+    p.add_argument("--identity", type=Path, metavar="PATH",
+                   help="sign with this identity (a folder made by 'fixative identity create --out', or a PEM "
+                        "file with a certificate chain and its private key) instead of your default one")
+    p.add_argument("--no-credentials", action="store_true",
+                   help="do not sign the outputs with Content Credentials (signed by default once you have an "
+                        "identity: 'fixative identity create')")
     p.add_argument("--absolute-paths", action="store_true",
                    help="records name the input, target and model files by absolute path (default: relative to "
                         "the record's folder, so a shared record does not show your folders)")
@@ -163,10 +177,16 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                        description="Check every output in DIR against its provenance record and the portfolio "
                                    "index; report tampered, missing and unrecorded files (exit 1 if any).")
     v.add_argument("folder", type=Path, metavar="DIR", help="an output folder of 'fixative protect'")
+    v.add_argument("--trust", action="append", type=Path, default=[], metavar="PEM",
+                   help="trust signers whose certificate is, or is issued by, one in this PEM file (repeatable); "
+                        "your own identity is always trusted")
+    v.add_argument("--require-trusted", action="store_true",
+                   help="report signatures by untrusted signers as problems (exit 1), e.g. a forger's own key")
     v.add_argument("--json", action="store_true", help="print the report as JSON on standard output")
     v.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     v.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     v.set_defaults(handler=_verify)
+    identity_commands.register(sub)
     from protect.models_cli import register as register_models
 
     register_models(sub)
@@ -243,6 +263,7 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
     one between runs so the generator loads once); by default a new one is made for the run.
     """
     from protect.batch import BatchOptions, parse_shard
+    from protect.identity import find_identity
     from protect.presets import effort_for, like_jpeg_for, robust_for_quality
 
     steps, seconds = effort_for(args.quality, args.steps, args.seconds)
@@ -260,13 +281,20 @@ def protect_options(args: argparse.Namespace, *, target_maker=None):
         robust=robust_for_quality(args.quality, args.robust, DEFAULT_ROBUST), platform=args.platform,
         views=args.views,
         absolute_paths=getattr(args, "absolute_paths", False),
+        opt_out=args.opt_out, identity=None if args.no_credentials else find_identity(args.identity),
     )
 
 
 def _protect(args: argparse.Namespace) -> int:
     from protect.batch import run_batch
+    from protect.identity import identity_summary
 
     opts = protect_options(args)
+    if opts.identity is not None:
+        log.info("signing Content Credentials as %s", identity_summary(opts.identity))
+    elif not args.no_credentials and not args.quiet:
+        log.info("outputs carry the opt-out (%s) but are not signed: you have no signing identity yet "
+                 "(fixative identity create --name \"Your Name\")", opts.opt_out)
     hooks = None
     if not args.quiet:  # time up front: measured on this machine (cached), before a long run
         from protect.timing import announce
@@ -293,12 +321,16 @@ def _protect(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from protect.manifest import verify
 
-    report = verify(args.folder)
+    report = verify(args.folder, anchors=identity_commands.trust_anchors(args.trust),
+                    require_trusted=args.require_trusted)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         for problem in report.problems:
             print(problem.line())
+        if not args.quiet:
+            for line in identity_commands.signature_lines(report):
+                print(line)
         if report.ok:
             if not args.quiet:
                 print(f"OK: {report.checked} outputs in {args.folder} match their records")

@@ -6,7 +6,8 @@
 - ``fixative-index.json`` in the output folder ties the records together: for every output,
   its record and the SHA-256 of both. Several processes (shards) update it under a file lock.
 - :func:`verify` checks a folder: every output against its record, every record against the
-  index, and lists outputs that are missing, tampered with, or not recorded at all.
+  index, each output's Content Credentials and the index's signature (:mod:`protect.credentials`),
+  and lists outputs that are missing, tampered with, stripped, or not recorded at all.
 
 A record is written before its output (both atomically), so an output file never exists
 without a record: a run killed between the two leaves a record whose output is missing, which
@@ -167,6 +168,8 @@ def record_problem(data: dict | None) -> str | None:
         return "its input path is not a string"
     if not isinstance(data.get("settings_hash"), str | None):
         return "its settings_hash is not a string"
+    if not isinstance(data.get("credentials"), dict | None):
+        return "its credentials are not an object"
     return None
 
 
@@ -313,7 +316,7 @@ def index_entries(folder: Path) -> dict[str, dict]:
 
 
 def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool = True,
-                 expect: dict[Path, str] | None = None) -> bool:
+                 expect: dict[Path, str] | None = None, identity=None) -> bool:
     """Add (or with ``replace``, replace) one output's entry in the index, under the lock; True if written.
 
     The index is only ever changed entry by entry, by the run that wrote the record: it is never
@@ -322,7 +325,12 @@ def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool =
     replaced one of them since, nothing is written (that run indexes its own; a rerun repairs a
     mismatch by redoing the image). A damaged index is kept beside the new one, as
     ``fixative-index.json.damaged-TIME``, never thrown away; its damaged entries are left out of the new one.
+    With ``identity`` (a :class:`~protect.identity.Identity`) the new index is signed
+    (``fixative-index.sig``, see :mod:`protect.credentials`); an unsigned run that changes a signed
+    index removes the signature it can no longer renew, and says so.
     """
+    from protect.credentials import INDEX_SIGNATURE_NAME, sign_index
+
     with _locked(folder):
         index = load_index(folder)
         damaged = [] if index is None else [k for k, v in index["entries"].items() if entry_problem(v)]
@@ -347,7 +355,14 @@ def update_index(folder: Path, output_name: str, entry: dict, *, replace: bool =
         index["entries"][output_name] = entry
         index["updated"] = now()
         index["fixative"] = __version__
-        atomic_write(folder / INDEX_NAME, record_bytes(index))
+        data = record_bytes(index)
+        atomic_write(folder / INDEX_NAME, data)
+        if identity is not None:
+            sign_index(folder, data, identity)
+        elif (folder / INDEX_SIGNATURE_NAME).exists():
+            (folder / INDEX_SIGNATURE_NAME).unlink()
+            log.warning("%s: the index changed without a signing identity, so its signature %s was removed",
+                        folder / INDEX_NAME, INDEX_SIGNATURE_NAME)
         return True
 
 
@@ -397,7 +412,8 @@ def scan_json(folder: Path) -> list[tuple[Path, dict | None, str | None]]:
 
 @dataclass
 class Problem:
-    """One finding of :func:`verify`: ``kind`` is tampered, missing, unrecorded, unindexed, partial or foreign."""
+    """One finding of :func:`verify`: ``kind`` is tampered, stripped, missing, unrecorded, unindexed,
+    unsigned, signer, untrusted, partial or foreign."""
 
     kind: str
     name: str
@@ -409,9 +425,15 @@ class Problem:
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify` found. ``signed``: per signed output, its signer and their trust
+    (``trusted`` / ``untrusted``) and the manifest's state; ``index_signature``: who signed the
+    index and whether it matches (None where it is not signed)."""
+
     folder: Path
     checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    signed: dict[str, dict] = field(default_factory=dict)
+    index_signature: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -423,6 +445,8 @@ class VerifyReport:
             "ok": self.ok,
             "checked": self.checked,
             "problems": [vars(p) for p in self.problems],
+            "signed": self.signed,
+            "index_signature": self.index_signature,
         }
 
 
@@ -436,6 +460,73 @@ def _images_under(folder: Path) -> list[Path]:
     )
 
 
+def _check_credentials(report: VerifyReport, name: str, data: bytes, record: dict, anchors: list[str]) -> bool:
+    """Check one signed output's manifest against its record; True when a problem was reported."""
+    from protect.credentials import MIME_TYPES, SUFFIX_FORMATS, manifest_differences, pixels_sha256, read_credentials
+
+    recorded = record["credentials"]
+    fmt = record["output"].get("format")
+    if fmt not in MIME_TYPES:
+        fmt = SUFFIX_FORMATS.get(Path(name).suffix.lower(), "png")
+    found = read_credentials(data, fmt, anchors)
+    if found is None:
+        try:
+            same_pixels = pixels_sha256(data) == record["output"].get("pixels_sha256")
+        except Exception:  # noqa: BLE001 - an undecodable file is simply not the same pixels
+            same_pixels = False
+        if same_pixels:
+            report.problems.append(Problem(
+                "stripped", name, f"its Content Credentials (signed by {recorded.get('signer')!r}) were removed; "
+                "the pixels are the protected ones, so the perturbation still protects it"))
+        else:
+            report.problems.append(Problem(
+                "tampered", name, "its Content Credentials were removed and its pixels changed"))
+        return True
+    report.signed[name] = {"signer": found.signer, "issuer": found.issuer, "serial": found.serial,
+                           "state": found.state, "trusted": found.trusted}
+    if not found.bound:
+        report.problems.append(Problem("tampered", name, "its bytes no longer match its Content Credentials "
+                                       "(pixels or metadata changed after signing)"))
+        return True
+    if found.state == "invalid":
+        report.problems.append(Problem("tampered", name, "its Content Credentials are invalid: "
+                                       + ", ".join(found.failures)))
+        return True
+    differences = manifest_differences(found, recorded)
+    for difference in differences:
+        report.problems.append(Problem("tampered", name, difference))
+    return bool(differences)
+
+
+def _check_index_signature(report: VerifyReport, folder: Path, anchors: list[str], any_signed: bool) -> None:
+    from protect.credentials import INDEX_SIGNATURE_NAME, check_index_signature
+
+    index_file = folder / INDEX_NAME
+    sig = check_index_signature(folder, index_file.read_bytes() if index_file.is_file() else None, anchors)
+    if sig is None:
+        if any_signed:
+            report.problems.append(Problem("unsigned", INDEX_NAME, f"outputs carry Content Credentials but the index "
+                                           f"has no signature ({INDEX_SIGNATURE_NAME} is missing)"))
+        return
+    report.index_signature = {"signer": sig.signer, "serial": sig.serial, "valid": sig.valid,
+                              "trusted": sig.trusted, "matches": sig.matches}
+    if not sig.valid:
+        report.problems.append(Problem("tampered", INDEX_SIGNATURE_NAME, sig.reason or "invalid signature"))
+        return
+    by = f"the index signed by {sig.signer!r} ({INDEX_SIGNATURE_NAME})"
+    for name in sig.changed:
+        report.problems.append(Problem("tampered", name, f"its index entry differs from {by}: the file, its record "
+                                       "or both were replaced"))
+    for name in sig.added:
+        report.problems.append(Problem("tampered", name, f"listed in {INDEX_NAME} but not in {by}"))
+    for name in sig.removed:
+        report.problems.append(Problem("tampered", name, f"listed in {by} but removed from {INDEX_NAME}"))
+    for name, signed in report.signed.items():
+        if (signed["signer"], signed["serial"]) != (sig.signer, sig.serial):
+            report.problems.append(Problem("signer", name, f"signed by {signed['signer']!r} (certificate serial "
+                                           f"{signed['serial']}), but {by} with certificate serial {sig.serial}"))
+
+
 def _digest(path: Path) -> str | None:
     try:
         return sha256_file(path)
@@ -443,17 +534,24 @@ def _digest(path: Path) -> str | None:
         return None
 
 
-def verify(folder: str | Path) -> VerifyReport:
-    """Check every output in ``folder`` against its record and the index; never fails on a damaged file.
+def verify(folder: str | Path, *, anchors: list[str] | None = None, require_trusted: bool = False) -> VerifyReport:
+    """Check every output in ``folder`` against its record, the index and their signatures; never fails on a
+    damaged file.
 
     Problems: ``tampered`` (an output, record or index whose bytes differ from what was recorded, a
-    damaged record or index entry, or a record renamed away from its output's name), ``missing`` (a
-    recorded output or record that is gone), ``unrecorded`` (an image in the folder that no record
-    accounts for, other than a recorded input), ``unindexed`` (a record the index does not list),
-    ``partial`` (a temporary file a killed run left behind), ``foreign`` (a file that is not a
-    Fixative record where an image's record would be).
+    damaged record or index entry, a record renamed away from its output's name, a manifest that no
+    longer matches the file or the record, an index entry that differs from the signed index),
+    ``stripped`` (a signed output whose Content Credentials were removed, its pixels unchanged),
+    ``missing`` (a recorded output or record that is gone), ``unrecorded`` (an image in the folder
+    that no record accounts for, other than a recorded input), ``unindexed`` (a record the index
+    does not list), ``unsigned`` (signed outputs, but no index signature), ``signer`` (an output
+    signed by another certificate than the index), ``partial`` (a temporary file a killed run left
+    behind), ``foreign`` (a file that is not a Fixative record where an image's record would be),
+    and with ``require_trusted``, ``untrusted`` (a signature, of an output or of the index, whose
+    certificate chains to none of ``anchors``: PEM certificates of trusted signers or their roots).
     """
     folder = Path(folder)
+    anchors = list(anchors or [])
     if not folder.is_dir():
         raise FixativeError(f"{folder}: no such folder")
     report = VerifyReport(folder)
@@ -496,6 +594,7 @@ def verify(folder: str | Path) -> VerifyReport:
 
     accounted: set[Path] = set()
     input_hashes: set[str] = set()
+    any_signed = False
     for name, (path, data) in records.items():
         report.checked += 1
         output = folder / name
@@ -506,8 +605,17 @@ def verify(folder: str | Path) -> VerifyReport:
             accounted.add(source)
         if not output.is_file():
             add(Problem("missing", name, f"recorded in {path.name} but the file is gone"))
-        elif _digest(output) != data["output"].get("sha256"):
-            add(Problem("tampered", name, f"its SHA-256 differs from the one in {path.name}"))
+        else:
+            try:
+                content = output.read_bytes()
+            except OSError:
+                content = None
+            reported = False
+            if content is not None and data.get("credentials"):
+                any_signed = True
+                reported = _check_credentials(report, name, content, data, anchors)
+            if not reported and (content is None or sha256_bytes(content) != data["output"].get("sha256")):
+                add(Problem("tampered", name, f"its SHA-256 differs from the one in {path.name}"))
         entry = entries.get(name)
         if index is not None and entry is None and name not in (index.get("entries") or {}):
             add(Problem("unindexed", name, f"{path.name} is not listed in {INDEX_NAME}"))
@@ -524,6 +632,14 @@ def verify(folder: str | Path) -> VerifyReport:
             add(Problem("missing", name, f"listed in {INDEX_NAME} but its record {record} is gone"))
         if not (folder / name).is_file():
             add(Problem("missing", name, "listed in the index but the file is gone"))
+    _check_index_signature(report, folder, anchors, any_signed)
+    if require_trusted:
+        untrusted = [n for n, signed in report.signed.items() if not signed["trusted"]]
+        if report.index_signature is not None and not report.index_signature["trusted"]:
+            untrusted.append(INDEX_NAME)
+        for name in untrusted:
+            add(Problem("untrusted", name, "signed by a certificate that chains to none of your "
+                                           "trust anchors (your identity, --trust)"))
     for image in _images_under(folder):
         if image.resolve() in accounted:
             continue

@@ -5,6 +5,8 @@
   Support/fixative/models`` on macOS, ``%LOCALAPPDATA%\\fixative\\models`` on Windows). The model
   store searches it; ``fixative models fetch`` writes into it.
 - cache: ``<user cache dir>`` (``~/.cache/fixative`` on Linux), for the speed probe's result.
+- config: ``$FIXATIVE_CONFIG_DIR`` when set, else ``<user config dir>`` (``~/.config/fixative`` on
+  Linux), where ``fixative identity create`` keeps the signing identity (:mod:`protect.identity`).
 
 Read at call time, so a changed environment is seen. Nothing is created here.
 """
@@ -17,6 +19,8 @@ from pathlib import Path
 APP_NAME = "fixative"
 ENV_DATA_DIR = "FIXATIVE_DATA_DIR"
 """Environment variable replacing the per-user data folder (the models folder is ``models/`` in it)."""
+ENV_CONFIG_DIR = "FIXATIVE_CONFIG_DIR"
+"""Environment variable replacing the per-user config folder (the signing identity is ``identity/`` in it)."""
 
 
 def user_data_dir() -> Path:
@@ -39,3 +43,13 @@ def user_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def user_config_dir() -> Path:
+    """The per-user config folder (``$FIXATIVE_CONFIG_DIR``, else platformdirs' user config dir)."""
+    override = os.environ.get(ENV_CONFIG_DIR, "").strip()
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))

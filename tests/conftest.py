@@ -215,12 +215,24 @@ def tiny_taef2_models(tmp_path_factory) -> Path:
     return root
 
 
-# --- the batch and hardening tests (tests/test_batch.py, tests/test_hardening.py) -------------------------
+# --- Content Credentials: no test ever uses (or makes) the real user's signing identity ------------
+
+
+@pytest.fixture(autouse=True)
+def private_config_dir(tmp_path_factory, monkeypatch) -> Path:
+    """``FIXATIVE_CONFIG_DIR`` is an empty temp folder: no identity unless a test makes one there."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(folder))
+    return folder
+
+
+# --- the batch, hardening and credentials tests (test_batch.py, test_hardening.py, test_credentials.py) ------
 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    on a shared 2-core machine, OpenMP spin-waiting makes tiny convolutions 5x slower."""
     import torch
 
     threads = torch.get_num_threads()

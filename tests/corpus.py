@@ -181,3 +181,11 @@ def write_bad(folder: Path) -> dict[str, str]:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative name -> bytes), to show originals are untouched."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_numbered_pngs(folder: Path, count: int = 3) -> Path:
+    """``folder/t0.png`` ... ``t{count-1}.png``, RGB images of seeds 0..count-1; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rgb8(i), "RGB").save(folder / f"t{i}.png")
+    return folder

@@ -200,10 +200,7 @@ def test_presets_in_numbers():
 
 
 def test_tamper_then_verify(tmp_path, tiny_models, target, capsys):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"t{i}.png")
+    folder = corpus.write_numbered_pngs(tmp_path / "in")
     out = tmp_path / "out"
     assert _protect(tiny_models, str(folder), "--target", str(target), "--out", str(out)) == 0
     assert main(["verify", str(out)]) == 0

@@ -65,7 +65,7 @@ def served(tmp_path_factory, tiny_taef2_models):
 def _inputs(files, *, mode="immunize", target=None, steps=3, seed=0):
     """The /protect endpoint's inputs: files, then the settings in the order of gui.app's setting_inputs."""
     return (files, mode, target, "auto", "", "", "away", "medium", "standard", "generic", "taef2", seed, "cpu", "fp32",
-            steps, None, "", "")
+            steps, None, "", "", True, "ai-training")
 
 
 def test_client_download_is_byte_identical_to_the_command_line(served, tmp_path, tiny_taef2_models):

@@ -339,6 +339,7 @@ def test_a_target_equal_to_the_input_is_refused_up_front(tmp_path, tiny_models, 
     out = tmp_path / "out"
     assert _protect(tiny_models, str(art / "a0.png"), "--target", str(art / "a0.png"), "--out", str(out)) == 2
     assert any("towards itself" in e for e in _errors(caplog))
+    assert not out.exists()  # refused before anything is made, the output folder included
     caplog.clear()
     shutil.copy(target, art / "target.png")  # the target among the inputs: that one fails, the others go on
     Image.open(target).save(art / "same_pixels.bmp")

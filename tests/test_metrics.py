@@ -34,3 +34,20 @@ def test_psnr_known_value():
 def test_ssim_small_image_shrinks_window():
     x = smooth_image(6, 9)
     assert float(ssim(x, x)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_lpips_in_cells_matches_the_whole_image_and_is_whole_when_small():
+    from tiny import tiny_perceptual
+
+    perceptual = tiny_perceptual()
+    x = smooth_image(300, 420)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.zeros_like(x)
+    noise[..., :, :150] = 0.05 * torch.randn(noise[..., :, :150].shape, generator=g)  # uneven: cells differ
+    y = (x + noise).clamp(0, 1)
+    with torch.no_grad():
+        whole = float(perceptual.distance(y, x)[0])
+        cells = float(perceptual.distance_in_cells(y, x, cell=128, margin=32)[0])
+        assert float(perceptual.distance_in_cells(y, x, cell=512)[0]) == pytest.approx(whole, rel=1e-6)
+    assert whole > 0
+    assert cells == pytest.approx(whole, rel=0.02)
