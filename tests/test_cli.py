@@ -125,7 +125,9 @@ def test_quality_presets_keep_their_time_limit_on_a_large_image(tmp_path, models
     record = json.loads((out / "big.json").read_text())
     m, s = record["metrics"], record["settings"]
     assert s["seconds"] == limit and s["views"]["name"] == "train" and s["work_size"] == [1024, 1365]
-    assert m["search_seconds"] <= limit + 3.0  # no step starts past the limit
+    # no step starts past the limit: the search ends within one step of it (a step at 1024 px takes about a
+    # second on a quiet machine, several under load)
+    assert m["search_seconds"] <= limit + max(3.0, 1.5 * m["search_seconds"] / m["steps"])
     assert m["steps"] >= 1 and m["tiles"] == 1 and not m["full_size"] and m["mean_ratio"] is None
     assert set(m["view_ratio"]) == {"512 crop", "1024 px"}
     saved = load_image(out / "big.png")
