@@ -1,1 +1,1 @@
-"""Fixative protection-strength evaluation. Uses ``protect``; never imported by it."""
+"""Fixative protection-strength evaluation. Uses the library; never imported by it."""

@@ -9,10 +9,10 @@ the poison detectors, and writes ``REPORT_DIR/report.json``, ``report.html`` and
 the model's UNet (LoRA, or ``--method full``) with ``accelerate`` and resumes from RUN_DIR's last
 checkpoint when rerun. ``fixative eval mimicry --model ... --clean DIR --protected DIR [--poisoned DIR
 --concept W --anchor W --other DIR] --out DIR`` runs the style-mimicry and concept-poisoning experiments
-(:mod:`eval.mimicry`). Both run under ``accelerate launch -m protect.cli eval ...`` on several processes.
+(:mod:`fixative.eval.mimicry`). Both run under ``accelerate launch -m fixative eval ...`` on several processes.
 With several ``--protected LABEL=DIR`` (e.g. robust and non-robust protection of the same
 originals) each set is measured the same way into ``REPORT_DIR/LABEL/`` and
-``REPORT_DIR/comparison.md`` puts their gains and retentions side by side (:mod:`eval.compare`).
+``REPORT_DIR/comparison.md`` puts their gains and retentions side by side (:mod:`fixative.eval.compare`).
 Exit status: 0 done, 2 bad usage or setup (one line says why).
 """
 
@@ -23,7 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
-from protect.cli import int_at_least
+from fixative.cli.main import int_at_least
 
 log = logging.getLogger("fixative.eval")
 
@@ -118,12 +118,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def strength_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval strength``; heavy imports happen here, not at registration."""
-    from eval.compare import comparison_text, parse_protected, write_comparison
-    from eval.countermeasures import ImpressSettings
-    from eval.pairs import find_pairs
-    from eval.report import headline_text, write_report
-    from eval.strength import StrengthEvaluator, StrengthSettings
-    from protect.errors import ConfigError
+    from fixative.errors import ConfigError
+    from fixative.eval.compare import comparison_text, parse_protected, write_comparison
+    from fixative.eval.countermeasures import ImpressSettings
+    from fixative.eval.pairs import find_pairs
+    from fixative.eval.report import headline_text, write_report
+    from fixative.eval.strength import StrengthEvaluator, StrengthSettings
 
     labels = None
     if args.labels is not None:
@@ -188,7 +188,7 @@ def strength_command(args: argparse.Namespace) -> int:
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     """The training options shared by ``finetune`` and ``mimicry`` (defaults: diffusers' LoRA recipe)."""
-    from eval.finetune import MIXED_PRECISIONS, FinetuneSettings
+    from fixative.eval.finetune import MIXED_PRECISIONS, FinetuneSettings
 
     d = FinetuneSettings()
     p.add_argument("--model", required=True, metavar="ID|DIR|FILE",
@@ -225,7 +225,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def _finetune_settings(args: argparse.Namespace):
-    from eval.finetune import FinetuneSettings
+    from fixative.eval.finetune import FinetuneSettings
 
     return FinetuneSettings(
         model=args.model, method=args.method, rank=args.rank, lr=args.lr, lr_scheduler=args.lr_scheduler,
@@ -242,7 +242,7 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
         "finetune", help="fine-tune a Stable Diffusion UNet (LoRA or full) on captioned images, resumably",
         description="Fine-tune the UNet of a Stable Diffusion 1.x/2.x model on a folder of images with Hugging Face "
                     "accelerate (mixed precision, gradient accumulation, checkpoints; several GPUs or machines with "
-                    "'accelerate launch -m protect.cli eval finetune ...'). Rerunning the same command resumes "
+                    "'accelerate launch -m fixative eval finetune ...'). Rerunning the same command resumes "
                     "from the last checkpoint in RUN_DIR. Writes RUN_DIR/lora/pytorch_lora_weights.safetensors (or "
                     "RUN_DIR/unet/), run.json and loss.jsonl.",
     )
@@ -315,8 +315,8 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def finetune_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval finetune``."""
-    from eval.captions import caption_images, list_images
-    from eval.finetune import train
+    from fixative.eval.captions import caption_images, list_images
+    from fixative.eval.finetune import train
 
     _quiet_libraries(args.verbose)
     settings = _finetune_settings(args)
@@ -331,9 +331,9 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 def mimicry_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval mimicry``."""
-    from eval.generate import SampleSettings
-    from eval.mimicry import ExperimentSettings, run_experiment
-    from eval.mimicry_report import headline_text, write_report
+    from fixative.eval.generate import SampleSettings
+    from fixative.eval.mimicry import ExperimentSettings, run_experiment
+    from fixative.eval.mimicry_report import headline_text, write_report
 
     _quiet_libraries(args.verbose)
     settings = ExperimentSettings(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.report import _atomic_write, _condition_labels, _display, _fmt, markdown_table
-from eval.strength import NONE, StrengthReport
-from protect.errors import ConfigError
+from fixative.errors import ConfigError
+from fixative.eval.report import _atomic_write, _condition_labels, _display, _fmt, markdown_table
+from fixative.eval.strength import NONE, StrengthReport
 
 
 def parse_protected(specs: list[str]) -> list[tuple[str, Path]]:

@@ -36,13 +36,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from eval.names import short_name
-from protect.constraints import LpipsBudget, quantize
-from protect.encoders import Encoder
-from protect.errors import ConfigError
-from protect.perceptual import Perceptual
-from protect.robust import gaussian_blur  # noqa: F401  (re-exported: eval code imports it from here)
-from protect.store import ModelStore
+from fixative.core.constraints import LpipsBudget, quantize
+from fixative.core.encoder import Encoder
+from fixative.core.perceptual import Perceptual
+from fixative.core.robust import gaussian_blur  # noqa: F401  (re-exported: eval code imports it from here)
+from fixative.errors import ConfigError
+from fixative.eval.names import short_name
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eval.captions import Example
-from protect.errors import ConfigError, FixativeError, InputImageError
-from protect.images import load_image
-from protect.store import ModelStore
+from fixative.errors import ConfigError, FixativeError, InputImageError
+from fixative.eval.captions import Example
+from fixative.files.images import load_image
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class StepSampler:
 def load_training_pipeline(spec: str, store: ModelStore) -> tuple[Any, dict]:
     """The pipeline named by ``spec`` in fp32 on the CPU, checked to be trainable here (UNet + one CLIP
     text encoder: SD 1.x/2.x), and its identity (for the run's settings hash)."""
-    from protect.targets import load_pipeline, resolve_pipeline
+    from fixative.targets.made import load_pipeline, resolve_pipeline
 
     source = resolve_pipeline(spec, store, option="--model")
     pipe = load_pipeline(source, "text2img", dtype=torch.float32, store=store, progress=False, option="--model")
@@ -316,7 +316,7 @@ def make_accelerator(settings: FinetuneSettings):
     """An ``accelerate.Accelerator`` for ``settings`` (mixed precision, gradient accumulation, CPU when asked)."""
     from accelerate import Accelerator
 
-    from protect.devices import resolve_device
+    from fixative.core.devices import resolve_device
 
     want = resolve_device(settings.device) if settings.device != "auto" else None
     cpu = want is not None and want.type == "cpu"

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eval.captions import DEFAULT_TEMPLATE, Example, caption_images, list_images
-from eval.finetune import FinetuneResult, FinetuneSettings, make_accelerator, train
-from eval.generate import Sampler, SampleSettings
-from protect.errors import ConfigError, FixativeError, InputImageError
-from protect.images import load_image, save_png
-from protect.store import ModelStore
+from fixative.errors import ConfigError, FixativeError, InputImageError
+from fixative.eval.captions import DEFAULT_TEMPLATE, Example, caption_images, list_images
+from fixative.eval.finetune import FinetuneResult, FinetuneSettings, make_accelerator, train
+from fixative.eval.generate import Sampler, SampleSettings
+from fixative.files.images import load_image, save_png
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,8 @@ class StyleScorer:
 
     @classmethod
     def load(cls, spec: str, store: ModelStore, device: torch.device) -> StyleScorer:
-        from eval.classifier import _find_clip, load_classifier
-        from eval.style import StyleDistance
+        from fixative.eval.classifier import _find_clip, load_classifier
+        from fixative.eval.style import StyleDistance
 
         spec = (spec or "auto").strip()
         if spec in ("auto", "clip"):
@@ -247,8 +247,8 @@ def plan_poison(s: ExperimentSettings) -> dict[int, list[Example]]:
 
 
 def make_purifier(name: str, s: ExperimentSettings, store: ModelStore, device: torch.device):
-    """The countermeasure named ``name`` (see :data:`PURIFIERS`), from eval.countermeasures."""
-    from eval import countermeasures as cm
+    """The countermeasure named ``name`` (see :data:`PURIFIERS`), from fixative.eval.countermeasures."""
+    from fixative.eval import countermeasures as cm
 
     if name.startswith("jpeg"):
         return cm.Jpeg(int(name[4:]))
@@ -261,11 +261,11 @@ def make_purifier(name: str, s: ExperimentSettings, store: ModelStore, device: t
     if name == "noisy_upscale":
         up = cm.load_sd_upscaler(None, store, device)
         return cm.NoisyUpscale(0.05, up[0], upscaler_name=up[1]) if up else cm.NoisyUpscale(0.05)
-    from protect.encoders import load_encoders
-    from protect.perceptual import Perceptual
+    from fixative.models.encoders import load_encoders
+    from fixative.models.perceptual import load_perceptual
 
     (enc,) = load_encoders([s.purifier or "taef2"], store=store, device=device)
-    return cm.ImpressPurification(enc, Perceptual.load("alex", store=store, device=device),
+    return cm.ImpressPurification(enc, load_perceptual("alex", store=store, device=device),
                                   cm.ImpressSettings(steps=s.impress_steps))
 
 
@@ -414,7 +414,7 @@ def _anchor_labels(classifier: Any, word: str, given: list[str] | None) -> list[
 
 def _poison_part(s: ExperimentSettings, sampler: Sampler, sample: SampleSettings, runs: dict,
                  store: ModelStore, device: torch.device, out: Path) -> dict:
-    from eval.classifier import load_classifier
+    from fixative.eval.classifier import load_classifier
 
     labels = list(dict.fromkeys([s.concept, s.anchor, *(s.anchor_classes or [])]))
     classifier = load_classifier(s.classifier, store=store, device=device, labels=labels)

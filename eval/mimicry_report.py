@@ -2,7 +2,7 @@
 ``report.html`` (tables with 95% confidence intervals over seeds, loss curves, the poisoning sweep,
 and image grids: one row per prompt, one column per model, all with the same seed).
 
-Shares the page style and helpers of the strength report (:mod:`eval.report`).
+Shares the page style and helpers of the strength report (:mod:`fixative.eval.report`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from eval.report import _CSS, _atomic_write, _figure_png, _fmt, _img, _table, markdown_table
+from fixative.eval.report import _CSS, _atomic_write, _figure_png, _fmt, _img, _table, markdown_table
 
 RUN_LABELS = {"base": "base model (no fine-tune)", "clean": "trained on clean", "protected": "trained on protected"}
 

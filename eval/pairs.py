@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from protect.errors import ConfigError
-from protect.images import load_image
+from fixative.errors import ConfigError
+from fixative.files.images import load_image
 
 log = logging.getLogger(__name__)
 

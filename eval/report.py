@@ -1,4 +1,4 @@
-"""Writing a :class:`~eval.strength.StrengthReport`: ``report.json``, a self-contained ``report.html``
+"""Writing a :class:`~fixative.eval.strength.StrengthReport`: ``report.json``, a self-contained ``report.html``
 (tables, matplotlib plots and image grids embedded as PNG data), and a plain-text headline table.
 
 The HTML needs no network and no code to read: every number has a sentence saying what it means.
@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from eval.strength import NONE, StrengthReport
+from fixative.eval.strength import NONE, StrengthReport
 
 
 def _fmt(value, digits: int = 3, pct: bool = False) -> str:

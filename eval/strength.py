@@ -2,7 +2,7 @@
 
 :class:`StrengthEvaluator` holds the models (encoders, LPIPS alex and vgg, a classifier, the
 VGG16 style network, the countermeasures), loaded once; :meth:`StrengthEvaluator.evaluate`
-measures a list of :class:`~eval.pairs.ImagePair` and returns a :class:`StrengthReport`.
+measures a list of :class:`~fixative.eval.pairs.ImagePair` and returns a :class:`StrengthReport`.
 
 Definitions (per image, per encoder E, per condition C = no countermeasure or one of them; the
 countermeasure is applied to the original x and the protected x' alike, with the same noise):
@@ -20,7 +20,7 @@ countermeasure is applied to the original x and the protected x' alike, with the
 - noise control: the same efficacy for Gaussian noise scaled to the protected image's LPIPS, to
   tell a protection from a perturbation of the same visibility;
 - training views (conditions named ``training view 512 crop`` and ``training view 1024 px``, see
-  :func:`protect.views.evaluation_views`): what a model trained on the file sees after the trainer's
+  :func:`fixative.core.views.evaluation_views`): what a model trained on the file sees after the trainer's
   resize: the original, the protected image *and the target* are viewed alike (shorter side 512 px with
   a centre crop; longer side 1024 px), then measured as above. Any protection (Fixative's or another
   tool's) is measured there, so what survives a trainer's resize shows beside the full-size figure.
@@ -40,8 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eval.classifier import ImageClassifier, load_classifier
-from eval.countermeasures import (
+from fixative.core.constraints import LpipsBudget, quantize
+from fixative.core.devices import resolve_device
+from fixative.core.metrics import linf, psnr, ssim
+from fixative.core.views import evaluation_views
+from fixative.errors import ConfigError, FixativeError
+from fixative.eval.classifier import ImageClassifier, load_classifier
+from fixative.eval.countermeasures import (
     Countermeasure,
     ImpressPurification,
     ImpressSettings,
@@ -49,7 +54,7 @@ from eval.countermeasures import (
     default_countermeasures,
     load_sd_upscaler,
 )
-from eval.detectors import (
+from fixative.eval.detectors import (
     ActivationClustering,
     KNNDistance,
     PoisonDetector,
@@ -58,17 +63,12 @@ from eval.detectors import (
     roc_auc,
     roc_curve,
 )
-from eval.names import display_names, short_name
-from eval.pairs import ImagePair, LoadedPair, load_pair
-from eval.style import StyleDistance
-from protect.constraints import LpipsBudget, quantize
-from protect.devices import resolve_device
-from protect.encoders import Encoder, load_encoders
-from protect.errors import ConfigError, FixativeError
-from protect.metrics import linf, psnr, ssim
-from protect.perceptual import Perceptual
-from protect.store import ModelStore
-from protect.views import evaluation_views
+from fixative.eval.names import display_names, short_name
+from fixative.eval.pairs import ImagePair, LoadedPair, load_pair
+from fixative.eval.style import StyleDistance
+from fixative.models.encoders import Encoder, load_encoders
+from fixative.models.perceptual import Perceptual, load_perceptual
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class StrengthSettings:
     - ``impress``: run IMPRESS purification; ``purifier``: the autoencoder spec it uses (None =
       the first measured encoder with a decoder, else taef2); ``impress_settings``.
     - ``noise_control``: also measure LPIPS-matched Gaussian noise.
-    - ``training_views``: also measure at the trainers' views (:func:`protect.views.evaluation_views`).
+    - ``training_views``: also measure at the trainers' views (:func:`fixative.core.views.evaluation_views`).
     - ``detectors``: run the stealth detectors; ``poison_fraction``: the share of images that are
       protected in each detection trial (the rest are clean originals).
     - ``max_side``: measure images downscaled so the longer side is at most this (None = as is).
@@ -313,8 +313,8 @@ class StrengthEvaluator:
         device = resolve_device(settings.device)
         store = ModelStore(settings.models_dir)
         encoders = load_encoders(settings.encoders, store=store, device=device)
-        alex = Perceptual.load("alex", store=store, device=device)
-        vgg = Perceptual.load("vgg", store=store, device=device)
+        alex = load_perceptual("alex", store=store, device=device)
+        vgg = load_perceptual("vgg", store=store, device=device)
         notes: list[str] = []
         classifier = load_classifier(settings.classifier, store=store, device=device, labels=settings.labels)
         style = None
@@ -378,8 +378,8 @@ class StrengthEvaluator:
 
     @torch.no_grad()
     def imperceptibility(self, original: Tensor, protected: Tensor) -> dict[str, float]:
-        from protect.budgets import jpeg_equivalent
-        from protect.visibility import flip_of_file
+        from fixative.core.budgets import jpeg_equivalent
+        from fixative.core.visibility import flip_of_file
 
         x, xp = original.to(self.device), protected.to(self.device)
         # FLIP by NVIDIA's flip-evaluator (the independent measure), and the JPEG quality of equal visibility

@@ -1,4 +1,4 @@
-"""The desktop app's window: a Gradio ``Blocks`` page wired to the plain handlers in :mod:`gui.handlers`.
+"""The desktop app's window: a Gradio ``Blocks`` page wired to the plain handlers in :mod:`fixative.gui.handlers`.
 
 Nothing here computes: each event calls a handler and turns its result into component values.
 :func:`build_app` makes the page (no models are loaded: they load on the first job);
@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gui.explain import (
+from fixative.core.devices import DEVICE_CHOICES
+from fixative.defaults import PRECISIONS
+from fixative.files.images import IMAGE_SUFFIXES
+from fixative.gui.explain import (
     INTENSITY_LABELS,
     PROGRESS_CSS,
     QUALITY_LABELS,
@@ -24,7 +27,7 @@ from gui.explain import (
     progress_html,
     quality_table,
 )
-from gui.handlers import (
+from fixative.gui.handlers import (
     BUILTIN_STYLE,
     DEFAULT_MAX_FILE_BYTES,
     OPT_OUT_LABELS,
@@ -38,10 +41,7 @@ from gui.handlers import (
     parse_encoders,
     run_job,
 )
-from protect.choices import PRECISIONS
-from protect.devices import DEVICE_CHOICES
-from protect.images import IMAGE_SUFFIXES
-from protect.optout import DEFAULT_OPT_OUT
+from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 #: the protection events' shared queue: at most one runs at a time, across all browser tabs
 CONCURRENCY_ID = "protection"
@@ -78,7 +78,7 @@ def _import_gradio():
     try:
         import gradio as gr
     except ImportError as exc:
-        from protect.errors import ConfigError
+        from fixative.errors import ConfigError
 
         raise ConfigError("the desktop app needs Gradio, which is not installed; install it with: "
                           "pip install 'fixative[gui]'") from exc
@@ -128,7 +128,7 @@ def build_app(config: AppConfig | None = None, bench: Workbench | None = None):
     # uploads and gradio's copies of results live in the workbench's folder, deleted at exit
     os.environ["GRADIO_TEMP_DIR"] = str(bench.root / "gradio")
     gr = _import_gradio()
-    from protect.target_names import STYLE_NAMES
+    from fixative.targets.names import STYLE_NAMES
 
     def presets_md(intensity, quality, encoders_text, device, steps, files):
         encoders = parse_encoders(encoders_text)
@@ -328,13 +328,13 @@ def launch(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = Non
 
     Never shares publicly; analytics off; uploads over ``config.max_file_bytes`` are refused by the
     server; requests addressed to another host, or sent by another site's page, are refused
-    (:mod:`gui.guard`). ``block=False`` returns at once (tests); returns ``(blocks, local_url)``.
+    (:mod:`fixative.gui.guard`). ``block=False`` returns at once (tests); returns ``(blocks, local_url)``.
     """
-    from gui.guard import LOOPBACK_NAMES, HostGuard, middleware
+    from fixative.gui.guard import LOOPBACK_NAMES, HostGuard, middleware
 
     demo = build_app(config)
     demo.queue(default_concurrency_limit=1)
-    # the Host and Origin gate (gui.guard): no DNS rebinding, no uploads from other sites' pages
+    # the Host and Origin gate (fixative.gui.guard): no DNS rebinding, no uploads from other sites' pages
     guard = HostGuard(loopback=host in LOOPBACK_NAMES)
     demo.fixative_guard = guard
     _, url, _ = demo.launch(
@@ -348,5 +348,5 @@ def launch(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = Non
         where = "this computer only" if host in ("127.0.0.1", "localhost", "::1") else f"every address of {host}"
         print(f"Fixative is running at {url} ({where}). Press Ctrl+C to stop.", flush=True)
     if block:
-        demo.block_thread()  # until Ctrl+C (or SIGTERM, see gui.cli), then the server closes
+        demo.block_thread()  # until Ctrl+C (or SIGTERM, see fixative.gui.cli), then the server closes
     return demo, url

@@ -31,7 +31,7 @@ COMMAND_HELP = "open the desktop app (drop images, protect, download)"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``gui`` to the ``fixative`` command line."""
-    from protect.devices import DEVICE_CHOICES
+    from fixative.core.devices import DEVICE_CHOICES
 
     p = subparsers.add_parser(
         "gui", help=COMMAND_HELP,
@@ -58,14 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def gui_command(args: argparse.Namespace) -> int:
     """Run ``fixative gui`` until interrupted (Ctrl+C); the temporary folder is deleted on the way out."""
-    from protect.errors import ConfigError
+    from fixative.errors import ConfigError
 
     try:
         import gradio  # noqa: F401
     except ImportError as exc:
         raise ConfigError("'fixative gui' needs Gradio, which is not installed; install it with: "
                           "pip install 'fixative[gui]'") from exc
-    from gui.app import AppConfig, launch
+    from fixative.gui.app import AppConfig, launch
 
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: ports are 0-65535")

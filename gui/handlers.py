@@ -1,8 +1,8 @@
 """The desktop app's event handlers, as plain functions and classes (no gradio here, testable directly).
 
 A job goes through the same path as ``fixative protect``: :func:`protect_argv` writes the
-equivalent command line, :func:`protect.cli.parse_protect_args` and
-:func:`protect.cli.protect_options` turn it into batch options, and :func:`protect.batch.run_batch`
+equivalent command line, :func:`fixative.cli.main.parse_protect_args` and
+:func:`fixative.cli.main.protect_options` turn it into batch options, and :func:`fixative.batch.runner.run_batch`
 protects the images, writes each output, its provenance record and the portfolio index. The
 downloaded files are those files, byte for byte, so a GUI run and the same command with the same
 settings and seed give identical PNGs.
@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gui.explain import JobProgress, SpeedTable, metrics_words, plain_error
-from protect.errors import FixativeError, safe_load_message
-from protect.images import IMAGE_SUFFIXES, MAX_PIXELS
-from protect.modes import MODES
-from protect.optout import DEFAULT_OPT_OUT, OPT_OUTS
-from protect.presets import INTENSITIES, QUALITIES
+from fixative.errors import FixativeError, safe_load_message
+from fixative.files.images import IMAGE_SUFFIXES, MAX_PIXELS
+from fixative.gui.explain import JobProgress, SpeedTable, metrics_words, plain_error
+from fixative.presets import INTENSITIES, QUALITIES
+from fixative.provenance.optout import DEFAULT_OPT_OUT, OPT_OUTS
+from fixative.targets.modes import MODES
 
 log = logging.getLogger("fixative.gui")
 
@@ -45,7 +45,7 @@ IMMUNIZE_TARGETS = ("away", "texture", "gray")
 MIN_SPEED_PIXELS = 250_000
 #: the first encoders offered (any spec the command line takes works)
 DEFAULT_ENCODERS = ("taef2",)
-#: the style cloak's default: a target made by code on this computer (:func:`protect.patterns.restyle`; no
+#: the style cloak's default: a target made by code on this computer (:func:`fixative.targets.patterns.restyle`; no
 #: diffusion model, no download; ``fixative protect`` without --target or --style does the same)
 BUILTIN_STYLE = "built-in"
 
@@ -107,7 +107,7 @@ def check_uploads(paths: list[str | Path] | None, *, max_bytes: int = DEFAULT_MA
     ``max_pixels`` is refused without being decoded). Never raises for a bad file: it is listed in
     ``problems`` with the reason.
     """
-    from protect.images import load_image
+    from fixative.files.images import load_image
 
     check = UploadCheck()
     for raw in paths or []:
@@ -197,7 +197,7 @@ class JobSettings:
             out.append(f"unknown intensity {self.intensity!r}")
         if self.quality not in QUALITIES:
             out.append(f"unknown quality {self.quality!r}")
-        from protect.platforms import platforms
+        from fixative.batch.platforms import platforms
 
         if self.posting != "off" and self.posting not in platforms():
             out.append(f"unknown platform {self.posting!r}")
@@ -399,11 +399,11 @@ class Workbench:
     # --- models -------------------------------------------------------------------------------------
 
     def protector_for(self, opts, report: Callable[[str], None] | None = None):
-        """The loaded :class:`~protect.engine.Protector` for these batch options (loaded now if needed)."""
+        """The loaded :class:`~fixative.core.engine.Protector` for these batch options (loaded now if needed)."""
         key = (tuple(opts.encoders), opts.lpips_net, str(opts.models_dir), opts.device)
         if self._protector is not None and self._protector_key == key:
             return self._protector
-        from protect.engine import Protector
+        from fixative.models.loading import load_protector
 
         self._protector = None  # free the previous models first
         what = f"{', '.join(opts.encoders)} and LPIPS ({opts.lpips_net}) on {opts.device}"
@@ -412,7 +412,7 @@ class Workbench:
             report(self.models_status)
         started = time.perf_counter()
         try:
-            protector = Protector.from_specs(opts.encoders, lpips_net=opts.lpips_net, models_dir=opts.models_dir,
+            protector = load_protector(opts.encoders, lpips_net=opts.lpips_net, models_dir=opts.models_dir,
                                              device=opts.device)
         except Exception:
             self.models_status = "Models: not loaded (the last attempt failed; see the message)."
@@ -425,8 +425,8 @@ class Workbench:
         return protector
 
     def maker_for(self, args):
-        """The :class:`~protect.targets.TargetMaker` for a parsed command line with a made target (kept)."""
-        from protect.targets import GenerationSettings, TargetMaker
+        """The :class:`~fixative.targets.made.TargetMaker` for a parsed command line with a made target (kept)."""
+        from fixative.targets.made import GenerationSettings, TargetMaker
 
         key = (args.target_model, args.device, args.precision, str(args.models_dir), str(args.target_cache),
                args.clip_model)
@@ -440,7 +440,7 @@ class Workbench:
 
     def device_name(self, device: str) -> str:
         """The device ``device`` ("auto", "cpu"...) resolves to here ("cpu", "cuda"...)."""
-        from protect.devices import resolve_device
+        from fixative.core.devices import resolve_device
 
         try:
             return str(resolve_device(device))
@@ -464,8 +464,8 @@ def _copy_inputs(files: list[Path], folder: Path) -> tuple[list[Path], list[str]
 
 
 def _image_result(bench: Workbench, protector, outcome, name: str, views: Path) -> ImageResult:
-    from gui.views import difference_map, load_pair, model_view, original_preview
-    from protect.manifest import read_json
+    from fixative.gui.views import difference_map, load_pair, model_view, original_preview
+    from fixative.provenance.manifest import read_json
 
     output, record_file = Path(outcome.output), Path(outcome.record)
     record = read_json(record_file) or {}
@@ -486,8 +486,8 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
     ``progress`` is updated as the job goes (phase, image, step); setting ``cancel`` stops it at the
     next step (the image in progress is not saved; finished ones are kept and offered).
     """
-    from protect.batch import BatchHooks, run_batch
-    from protect.cli import parse_protect_args, protect_options
+    from fixative.batch.runner import BatchHooks, run_batch
+    from fixative.cli.main import parse_protect_args, protect_options
 
     progress = progress or JobProgress()
     cancel = cancel or threading.Event()
@@ -597,7 +597,7 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
             return fail(f"Could not protect: unexpected error ({type(exc).__name__}: {safe_load_message(exc)}).")
 
     if result.images:
-        from gui.views import portfolio_zip
+        from fixative.gui.views import portfolio_zip
 
         signed = [im.record.get("credentials") for im in result.images if im.record.get("credentials")]
         result.signer = signed[0]["signer"] if signed else None
@@ -657,7 +657,7 @@ OPT_OUT_LABELS = {
 
 def credentials_note() -> str:
     """The line under "Add my Content Credentials": who signs, or how to get an identity."""
-    from protect.identity import find_identity
+    from fixative.provenance.identity import find_identity
 
     try:
         identity = find_identity()
@@ -687,9 +687,9 @@ def measure_speed(bench: Workbench, settings: JobSettings, *, size: int = 512, s
     import torch
     import torch.nn.functional as F
 
-    from protect.budgets import VisibilityLimit
-    from protect.cli import parse_protect_args, protect_options
-    from protect.optimizer import OptimizerSettings
+    from fixative.cli.main import parse_protect_args, protect_options
+    from fixative.core.budgets import VisibilityLimit
+    from fixative.core.optimizer import OptimizerSettings
 
     progress = progress or JobProgress()
     quick = JobSettings(mode="immunize", encoders=settings.encoders, device=settings.device,

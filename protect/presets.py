@@ -12,7 +12,7 @@ and guaranteed on the saved pixels (quantise, then scale back). Measured on the 
 | ``high`` | JPEG quality 50 | visible at 200 % on flat areas and gradients; strongest protection |
 
 The budget holds both at the image's own size (FLIP at 67 pixels per degree) and zoomed to 200 %
-(:data:`protect.budgets.DEFAULT_ZOOMS`). ``--budget`` gives an LPIPS budget instead (the guarantee of
+(:data:`fixative.core.budgets.DEFAULT_ZOOMS`). ``--budget`` gives an LPIPS budget instead (the guarantee of
 earlier versions; no pixel cap unless ``--linf`` is given); its former presets are kept in
 :data:`LPIPS_INTENSITIES` / :data:`LPIPS_INTENSITY_LINF` for comparisons (``benchmarks/visibility.py``).
 

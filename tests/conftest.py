@@ -175,7 +175,7 @@ def tiny_models(tmp_path_factory) -> Path:
     import torchvision
     from safetensors.torch import save_file
 
-    from protect.taesd import TAESDEncoder
+    from fixative.models.taesd import TAESDEncoder
 
     root = tmp_path_factory.mktemp("models")
     (root / "taesd").mkdir()
@@ -201,7 +201,7 @@ def tiny_taef2_models(tmp_path_factory) -> Path:
     import torchvision
     from safetensors.torch import save_file
 
-    from protect.taesd import TAESDDecoder, TAESDEncoder
+    from fixative.models.taesd import TAESDDecoder, TAESDEncoder
 
     root = tmp_path_factory.mktemp("taef2-models")
     (root / "taesd").mkdir()

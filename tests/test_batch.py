@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from protect.batch import InputItem, collect_inputs, parse_shard, plan_outputs
-from protect.cli import main
-from protect.errors import ConfigError
-from protect.images import load_image
-from protect.manifest import INDEX_NAME, recorded_path, verify
-from protect.patterns import DEFAULT_RESTYLE
-from protect.presets import effort_for, like_jpeg_for, robust_for_quality
+from fixative.batch.runner import InputItem, collect_inputs, parse_shard, plan_outputs
+from fixative.cli.main import main
+from fixative.errors import ConfigError
+from fixative.files.images import load_image
+from fixative.presets import effort_for, like_jpeg_for, robust_for_quality
+from fixative.provenance.manifest import INDEX_NAME, recorded_path, verify
+from fixative.targets.patterns import DEFAULT_RESTYLE
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
 
@@ -248,7 +248,7 @@ def test_kill_9_mid_batch_then_rerun_finishes_the_rest(tmp_path, tiny_models, ta
     before = corpus.snapshot(folder)
     out = tmp_path / "out"
     args = [str(folder), "--target", str(target), "--out", str(out), *tiny_protect_args(tiny_models, steps=40)]
-    proc = subprocess.Popen([sys.executable, "-m", "protect.cli", "protect", *args], env=subprocess_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "fixative", "protect", *args], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("k*.png")):
@@ -278,7 +278,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
     for i in range(4):
         Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"m{i}.png")
     out = tmp_path / "out"
-    launch = two_process_launch("protect.cli", "protect", str(folder), "--target", str(target),
+    launch = two_process_launch("fixative.cli.main", "protect", str(folder), "--target", str(target),
                                 "--out", str(out), "--json", *(a for a in tiny_protect_args(tiny_models) if a != "-q"))
     run = subprocess.run(launch, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, launch_failure(run.stderr)
@@ -290,9 +290,9 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
 
 
 def test_intensity_presets_are_visibility_budgets_and_budget_is_lpips():
-    from protect.batch import BatchOptions, budget_limit
-    from protect.budgets import LpipsLimit, VisibilityLimit
-    from protect.cli import parse_protect_args, protect_options
+    from fixative.batch.runner import BatchOptions, budget_limit
+    from fixative.cli.main import parse_protect_args, protect_options
+    from fixative.core.budgets import LpipsLimit, VisibilityLimit
 
     opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--intensity", "high"]))
     assert budget_limit(opts) == VisibilityLimit(like_jpeg=50) and opts.linf is None

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.countermeasures import (
+from fixative.errors import ConfigError
+from fixative.eval.countermeasures import (
     DownUp,
     GaussianBlur,
     GaussianNoise,
@@ -20,10 +21,9 @@ from eval.countermeasures import (
     load_sd_upscaler,
     wrap_sd_upscaler,
 )
-from protect.encoders import TAESDFileEncoder
-from protect.errors import ConfigError
-from protect.store import ModelStore
-from protect.taesd import TAESDDecoder, TAESDEncoder
+from fixative.models.encoders import TAESDFileEncoder
+from fixative.models.store import ModelStore
+from fixative.models.taesd import TAESDDecoder, TAESDEncoder
 
 from tiny import smooth_image, tiny_perceptual
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eval.detectors import (
+from fixative.eval.detectors import (
     DETECTORS,
     ActivationClustering,
     KNNDistance,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from protect.errors import InputImageError
-from protect.formats import atomic_write, encode_image, output_bits, remove_stale_temporaries
-from protect.images import load_image, reset_exif_orientation
+from fixative.errors import InputImageError
+from fixative.files.formats import atomic_write, encode_image, output_bits, remove_stale_temporaries
+from fixative.files.images import load_image, reset_exif_orientation
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_jpeg_out_refuses_alpha_and_keeps_metadata(good, tmp_path):
 
 
 def test_every_bad_file_is_refused_by_name_with_its_reason(bad):
-    from protect.engine import check_size
+    from fixative.core.engine import check_size
 
     folder, expected = bad
     for name, word in expected.items():

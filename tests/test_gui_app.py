@@ -20,7 +20,7 @@ import pytest
 from corpus import rgb8
 from PIL import Image
 
-from protect.cli import main
+from fixative.cli.main import main
 
 pytest.importorskip("gradio", reason="the desktop app needs the gui extra (pip install 'fixative[gui]')")
 
@@ -48,7 +48,7 @@ def _photo(path: Path, size: tuple[int, int] = (192, 256), seed: int = 0) -> Pat
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_taef2_models):
     """The app on 127.0.0.1 and a free port, on the tiny taef2 models, for this module's tests."""
-    from gui.app import AppConfig, launch
+    from fixative.gui.app import AppConfig, launch
 
     saved = os.environ.get("GRADIO_TEMP_DIR")
     root = tmp_path_factory.mktemp("gui-app")
@@ -63,7 +63,7 @@ def served(tmp_path_factory, tiny_taef2_models):
 
 
 def _inputs(files, *, mode="immunize", target=None, steps=3, seed=0):
-    """The /protect endpoint's inputs: files, then the settings in the order of gui.app's setting_inputs."""
+    """The /protect endpoint's inputs: files, then the settings in the order of fixative.gui.app's setting_inputs."""
     return (files, mode, target, "auto", "", "", "away", "medium", "standard", "generic", "taef2", seed, "cpu", "fp32",
             steps, None, "", "", True, "ai-training")
 
@@ -102,10 +102,10 @@ def test_client_download_is_byte_identical_to_the_command_line(served, tmp_path,
 def test_two_clients_at_once_are_queued(served, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
 
-    import gui.app
+    import fixative.gui.app
 
     _, url, _ = served
-    real, active, peak, lock = gui.app.run_job, [0], [0], threading.Lock()
+    real, active, peak, lock = fixative.gui.app.run_job, [0], [0], threading.Lock()
 
     def counting(*args, **kwargs):
         with lock:
@@ -118,7 +118,7 @@ def test_two_clients_at_once_are_queued(served, tmp_path, monkeypatch):
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(gui.app, "run_job", counting)
+    monkeypatch.setattr(fixative.gui.app, "run_job", counting)
     art = _photo(tmp_path / "a.png", (64, 64))
     jobs = [Client(url, verbose=False, download_files=str(tmp_path / f"d{i}")).submit(
         *_inputs([handle_file(str(art))], steps=20), api_name="/protect") for i in range(2)]
@@ -212,7 +212,7 @@ def test_artist_screen_defaults_protect_with_no_diffusion_model(served, tmp_path
             page.locator("#fx-steps input").press("Tab")
             page.evaluate("window.scrollTo(0, 0)")
             run.click()
-            from protect.patterns import DEFAULT_RESTYLE
+            from fixative.targets.patterns import DEFAULT_RESTYLE
 
             expect(page.locator("#fx-metrics")).to_contain_text(f"the built-in '{DEFAULT_RESTYLE}'", timeout=90_000)
             expect(page.locator("#fx-command")).to_contain_text("fixative protect /")
@@ -267,9 +267,9 @@ def test_fixative_gui_listens_on_loopback_only_and_cleans_up(tmp_path, tiny_taef
     # `fixative gui`, after checking that registering the command and importing the gui modules load no gradio
     code = (
         "import sys\n"
-        "from protect.cli import _build_parser, main\n"
+        "from fixative.cli.main import _build_parser, main\n"
         "_build_parser()\n"
-        "import gui.app, gui.handlers, gui.views\n"
+        "import fixative.gui.app, fixative.gui.handlers, fixative.gui.views\n"
         "assert 'gradio' not in sys.modules, 'importing the gui modules imported gradio'\n"
         f"sys.exit(main(['gui', '--no-browser', '--port', '{port}', '--models-dir', sys.argv[1]]))\n"
     )

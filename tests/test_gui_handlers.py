@@ -15,8 +15,10 @@ import pytest
 from corpus import alpha8, bomb_png, rgb8, rgb16
 from PIL import Image
 
-from gui.explain import JobProgress, SpeedTable, intensity_table, progress_html, quality_table
-from gui.handlers import (
+from fixative.cli.main import main, parse_protect_args, protect_options
+from fixative.errors import ConfigError
+from fixative.gui.explain import JobProgress, SpeedTable, intensity_table, progress_html, quality_table
+from fixative.gui.handlers import (
     JobSettings,
     Workbench,
     check_uploads,
@@ -25,9 +27,7 @@ from gui.handlers import (
     protect_argv,
     run_job,
 )
-from protect.cli import main, parse_protect_args, protect_options
-from protect.errors import ConfigError
-from protect.manifest import verify
+from fixative.provenance.manifest import verify
 
 CPU = {"device": "cpu", "precision": "fp32"}
 
@@ -211,7 +211,7 @@ def test_argv_for_each_mode_parses_like_the_command_line(tmp_path):
 
 
 def test_style_cloak_with_a_made_target(tmp_path, bench, tiny_sd_dir, monkeypatch):
-    import protect.targets as targets
+    import fixative.targets.made as targets
 
     original = targets.GenerationSettings
     monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=4, strength=0.5, candidates=2))

@@ -23,7 +23,7 @@ import corpus
 import pytest
 from PIL import Image
 
-from protect.builtin import BUILTIN_FILES
+from fixative.models.builtin import BUILTIN_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -49,8 +49,9 @@ def test_fresh_venv_non_editable_install_protects_offline_with_no_models_folder(
     wheel = next(dist.glob("fixative-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for rel in BUILTIN_FILES:
-        assert f"protect/weights/{rel}" in names
-    assert {"protect/weights/NOTICE", "protect/weights/taesd/LICENSE", "protect/weights/lpips/LICENSE"} <= names
+        assert f"fixative/models/weights/{rel}" in names
+    weights = "fixative/models/weights"
+    assert {f"{weights}/NOTICE", f"{weights}/taesd/LICENSE", f"{weights}/lpips/LICENSE"} <= names
     assert not [n for n in names if n.startswith(("models/", "tests/", "shared/"))]
     _check([str(py), "-m", "pip", "install", "-q", str(wheel)])
 
@@ -63,7 +64,7 @@ def test_fresh_venv_non_editable_install_protects_offline_with_no_models_folder(
            if k not in ("PYTHONPATH", "FIXATIVE_MODELS_DIR", "VIRTUAL_ENV") and not k.startswith(("HF_", "XDG_"))}
     env.update(HF_HUB_OFFLINE="1", HOME=str(home), FIXATIVE_DATA_DIR=str(home / "data"), TORCH_HOME=str(home / "t"),
                OMP_NUM_THREADS="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    where = _check([str(py), "-c", "import protect; print(protect.__file__)"], cwd=work, env=env).stdout.strip()
+    where = _check([str(py), "-c", "import fixative; print(fixative.__file__)"], cwd=work, env=env).stdout.strip()
     assert Path(where).is_relative_to(venv), where  # the installed copy, not this checkout
 
     fixative = shutil.which("fixative", path=str(venv / "bin"))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import fake_hub_snapshot
 
-import protect.store as store_mod
-from protect.builtin import BUILTIN_DIR
-from protect.errors import ModelNotFoundError
-from protect.store import ENV_MODELS_DIR, ModelStore, checkout_models_dir, hub_offline
-from protect.userdirs import ENV_DATA_DIR
+import fixative.models.store as store_mod
+from fixative.errors import ModelNotFoundError
+from fixative.models.builtin import BUILTIN_DIR
+from fixative.models.store import ENV_MODELS_DIR, ModelStore, checkout_models_dir, hub_offline
+from fixative.userdirs import ENV_DATA_DIR
 
 
 @pytest.fixture
@@ -85,8 +85,8 @@ def test_find_resolution_order(dirs: dict[str, Path]) -> None:
 
 def test_builtin_weights_match_their_pins_and_a_damaged_copy_is_not_used(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import protect.builtin as builtin_mod
-    from protect.manifest import sha256_file
+    import fixative.models.builtin as builtin_mod
+    from fixative.provenance.manifest import sha256_file
 
     for rel, entry in builtin_mod.BUILTIN_FILES.items():
         assert sha256_file(BUILTIN_DIR / rel) == entry.sha256, rel

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import require_shared
 
-from protect.errors import FixativeError
-from protect.taesd import (
+from fixative.errors import FixativeError
+from fixative.models.taesd import (
     Block,
     TAESanaEncoder,
     TAESDDecoder,

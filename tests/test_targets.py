@@ -1,4 +1,4 @@
-"""Made targets (protect.targets, patterns, target_cache) on tiny offline pipelines built in conftest."""
+"""Made targets (fixative.targets.made, patterns, target_cache) on tiny offline pipelines built in conftest."""
 
 import json
 import logging
@@ -7,12 +7,11 @@ import os
 import pytest
 import torch
 
-import protect.targets as targets
-from protect.errors import ConfigError, ModelNotFoundError
-from protect.patterns import PATTERNS, immunize_pattern
-from protect.store import ModelStore
-from protect.target_cache import TargetCache, cache_key, default_cache_dir, image_digest, quantize8
-from protect.targets import (
+import fixative.targets.made as targets
+from fixative.errors import ConfigError, ModelNotFoundError
+from fixative.models.store import ModelStore
+from fixative.targets.cache import TargetCache, cache_key, default_cache_dir, image_digest, quantize8
+from fixative.targets.made import (
     STYLES,
     GenerationSettings,
     TargetMaker,
@@ -24,6 +23,7 @@ from protect.targets import (
     resolve_pipeline,
     style_prompt,
 )
+from fixative.targets.patterns import PATTERNS, immunize_pattern
 
 from tiny import smooth_image
 
@@ -294,7 +294,8 @@ def test_immunize_and_bad_mode():
     art = smooth_image(20, 24, 0)
     t, recipe = make_target("immunize", art)
     assert t.shape == art.shape and recipe == {"kind": "pattern", "mode": "immunize", "pattern": "texture",
-                                               "size": [20, 24], "made_by": "protect.patterns.immunize_pattern",
+                                               "size": [20, 24],
+                                               "made_by": "fixative.targets.patterns.immunize_pattern",
                                                "period": 32}
     assert make_target("immunize", art, pattern="gray").image.unique().numel() == 1
     with pytest.raises(ConfigError, match="unknown mode"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import protect.targets as targets
-from protect.cli import main
+import fixative.targets.made as targets
+from fixative.cli.main import main
 
 from tiny import smooth_image, tiny_protect_args
 
@@ -118,8 +118,8 @@ def test_missing_generator_is_one_clear_error(tmp_path, tiny_models, caplog):
 @pytest.mark.parametrize("mode", ["cloak", "poison"])
 def test_cancel_stops_target_generation_mid_way(tmp_path, tiny_models, tiny_sd_dir, monkeypatch, mode):
     """An app's cancel acts inside the generator's denoising loop: no further step, no search, nothing written."""
-    from protect.batch import BatchHooks, run_batch
-    from protect.cli import parse_protect_args, protect_options
+    from fixative.batch.runner import BatchHooks, run_batch
+    from fixative.cli.main import parse_protect_args, protect_options
 
     original = targets.GenerationSettings
     monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=8, strength=0.5, candidates=2))

@@ -6,12 +6,12 @@ import time
 import pytest
 import torch
 
-from protect.constraints import quantize
-from protect.engine import Protector, view_ratio
-from protect.errors import ConfigError
-from protect.optimizer import OptimizerSettings, ViewedImages
-from protect.robust import Draw, resize
-from protect.views import TrainingViews, View, ViewSampler, evaluation_views, view_sizes, views_for, work_size
+from fixative.core.constraints import quantize
+from fixative.core.engine import Protector, view_ratio
+from fixative.core.optimizer import OptimizerSettings, ViewedImages
+from fixative.core.robust import Draw, resize
+from fixative.core.views import TrainingViews, View, ViewSampler, evaluation_views, view_sizes, views_for, work_size
+from fixative.errors import ConfigError
 
 from tiny import TinyEncoder, smooth_image, tiny_perceptual
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protect.perceptual import Perceptual
+from fixative.core.perceptual import Perceptual
 
 
 class TinyEncoder(nn.Module):
-    """A small random conv encoder with the :class:`protect.encoders.Encoder` interface.
+    """A small random conv encoder with the :class:`fixative.models.encoders.Encoder` interface.
 
     [0,1] images of any size -> latents at 1/``downsample`` size; frozen; output scaled by
     ``scale`` (to test that ensemble terms are normalised).

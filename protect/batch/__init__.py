@@ -1,0 +1,1 @@
+"""Protecting a portfolio: inputs, output names, resume, shards, platforms, time up front and the summary."""
