@@ -167,7 +167,9 @@ def test_every_format_signed_read_by_c2pa_and_verified(tmp_path, tiny_models, id
     assert assertions["cawg.training-mining"]["entries"] == {"cawg.ai_training": {"use": "notAllowed"},
                                                              "cawg.ai_generative_training": {"use": "notAllowed"}}
     protection = assertions["org.fixative.protection"]
-    assert protection["mode"] == "cloak" and protection["budget_lpips"] == pytest.approx(0.07)
+    assert protection["mode"] == "cloak" and protection["budget_kind"] == "visibility"
+    assert protection["like_jpeg_budget"] == 75 and protection["budget_lpips"] is None  # the default: like a q75 JPEG
+    assert protection["flip"] == pytest.approx(record["metrics"]["flip"])
     assert protection["lpips"] == pytest.approx(record["metrics"]["lpips"])
     assert protection["distance_ratio"] == pytest.approx(record["metrics"]["mean_ratio"])
     assert protection["encoders"] == record["encoders"]

@@ -8,7 +8,7 @@ assertions:
   SHA-256 hash binding), then ``c2pa.edited`` by Fixative (its version as software agent);
 - ``cawg.training-mining``: the uses the ``--opt-out`` forbids (see :mod:`fixative.provenance.optout`);
 - ``org.fixative.protection``: the protection's settings and measured strength (mode, encoders,
-  budget, pixel cap, steps, robustness, LPIPS, distance ratios, latent distances).
+  budget, pixel cap, steps, robustness, FLIP, LPIPS, distance ratios, latent distances).
 
 No thumbnail is embedded, neither of the output nor of the original: a thumbnail of the
 original would put an unprotected copy of the artwork inside the protected file. The manifest's
@@ -86,12 +86,17 @@ def protection_assertion(record: dict) -> dict:
         "target": (run.get("target") or {}).get("kind"),
         "encoders": list(record.get("encoders") or []),
         "method": run.get("method"),
+        # the budget: "visibility" (no more visible than the image's own JPEG at quality like_jpeg, by FLIP)
+        # or "lpips" (budget_lpips)
+        "budget_kind": run.get("budget_kind"),
+        "like_jpeg_budget": run.get("like_jpeg"),
         "budget_lpips": run.get("budget"),
         "linf_cap": run.get("linf"),
         "steps": metrics.get("steps", settings.get("steps")),
         "robust": robust.get("level") if isinstance(robust, dict) else robust,
         "platform": (robust.get("platform") or {}).get("name") if isinstance(robust, dict) else None,
         "lpips": metrics.get("lpips"),
+        "flip": metrics.get("flip"),
         "linf": metrics.get("linf"),
         "psnr_db": metrics.get("psnr"),
         "distance_ratio": metrics.get("mean_ratio"),
