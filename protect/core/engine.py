@@ -25,8 +25,8 @@ from fixative.core.metrics import linf, psnr, ssim
 from fixative.core.objectives import AwayFromSource, Objective, TowardsTarget
 from fixative.core.optimizer import OptimizerSettings, SavedFileLpips, StepInfo, ViewedImages, search
 from fixative.core.perceptual import Perceptual
-from fixative.core.robust import resize
 from fixative.core.tiling import Tile, blend, plan_tiles, tile_weights
+from fixative.core.transforms import resize
 from fixative.core.views import View, evaluation_views, work_size
 from fixative.core.visibility import VisibilityModel
 from fixative.errors import ConfigError, InputImageError
