@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,7 @@ def random_start(source: Tensor, seed: int) -> Tensor:
     return noise.to(source.device, source.dtype)
 
 
-class MethodStep:
+class MethodStep(ABC):
     """One optimisation method. The search calls, per step: :meth:`schedule` (before the forward),
     :meth:`loss` (on the forward's objective and LPIPS, shapes [N]), then :meth:`step` (after the backward,
     without gradients: the update and the projection onto the constraints); :meth:`converged` may end the
@@ -72,16 +73,18 @@ class MethodStep:
         return random_start(self.problem.source, self.settings.seed).requires_grad_(True)
 
     def schedule(self, delta: Tensor, progress: float) -> None:
-        """Adjust the method's schedule at ``progress`` (0-1, the larger of the step and time fractions)."""
+        """Adjust the method's schedule at ``progress`` (0-1, the larger of the step and time fractions); a
+        method without a schedule does nothing."""
+        return None
 
     def loss(self, delta: Tensor, obj: Tensor, lp: Tensor | None, values: Tensor) -> Tensor:
         """The scalar to minimise; ``values`` is ``obj`` detached on the CPU (tracked as the best objective)."""
         self.best = torch.minimum(self.best, values)
         return obj.sum()
 
+    @abstractmethod
     def step(self, delta: Tensor) -> None:
         """In place, without gradients: the update from ``delta.grad``, then the projection."""
-        raise NotImplementedError
 
     def converged(self) -> bool:
         return False
