@@ -14,6 +14,10 @@ Methods (``--method``):
 - ``pgd``: the Nightshade research release's style, L-inf sign-gradient PGD with eps = 0.04
   and step eps/10, no LPIPS in the loop.
 
+Each method is a step class of :mod:`fixative.core.steps` (its start, loss, update, projection and
+schedule), picked once from :data:`fixative.core.steps.METHOD_STEPS`; :func:`search` runs the loop they
+share on a :class:`fixative.core.problem.SearchProblem`.
+
 All three share the engine's final guarantee (quantise, then scale back until the saved
 pixels are within the LPIPS budget), so benchmarks compare them on equal terms.
 
