@@ -710,8 +710,7 @@ class StrengthEvaluator:
                     rates.append(detection_rate_at_fpr(pos, neg, fpr))
                     pos_all.append(pos)
                     neg_all.append(neg)
-                    det.detect_poison(x, groups)
-                    evals.append(det.evaluate_defence(truth))
+                    evals.append(det.evaluate_defence(truth, *det.detect_poison(x, groups)))
                 if not aucs:
                     continue
                 fprs, tprs = roc_curve(torch.cat(pos_all), torch.cat(neg_all))

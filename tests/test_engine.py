@@ -43,6 +43,12 @@ def test_budget_held_and_target_approached(protector, perceptual, method):
     assert set(result.metrics.ratio) == {"tiny0"}
 
 
+def test_every_method_has_a_step_class():
+    from fixative.core.steps import METHOD_STEPS, MethodStep
+
+    assert set(METHOD_STEPS) == set(METHODS) and all(issubclass(c, MethodStep) for c in METHOD_STEPS.values())
+
+
 def test_fixative_beats_pgd_on_equal_steps(protector):
     x, t = smooth_image(48, 48, 2), smooth_image(48, 48, 3)
     ours = protector.protect(x, t, budget=0.02, settings=_fast(method="fixative", steps=25))

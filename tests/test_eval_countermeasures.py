@@ -50,6 +50,19 @@ def test_shape_range_quantised_and_deterministic(cm, images):
     assert desc["name"] == cm.name and desc["label"]
 
 
+def test_one_draw_applies_to_clean_and_protected_alike(images):
+    """The core's contract: the draw (generate_parameters) is apart from its application (apply_transform)."""
+    from fixative.core.countermeasures import Countermeasure as CoreCountermeasure
+
+    cm = GaussianNoise(0.05)
+    assert isinstance(cm, CoreCountermeasure)
+    params = cm.generate_parameters(images.shape, torch.Generator().manual_seed(4))
+    assert torch.equal(cm.apply_transform(images, params), cm(images, seed=4))
+    moved = (images + 0.01).clamp(0, 1)
+    assert torch.equal(cm.apply_transform(moved, params) - cm.apply_transform(images, params),
+                       cm(moved, seed=4) - cm(images, seed=4))
+
+
 def test_random_countermeasures_share_one_draw_across_the_batch(images):
     same = torch.cat([images[:1], images[:1]])
     for cm in (GaussianNoise(0.05), NoisyUpscale(0.05)):

@@ -134,6 +134,22 @@ def test_sampler_is_seeded():
     assert not any(d.vae for d in (Sampler(PRESETS["strong"], 5, can_decode=False).draw() for _ in range(30)))
 
 
+def test_the_chain_covers_every_countermeasure_of_the_settings():
+    """One link per probability of RobustSettings; a Draw knows only the links' parameters and pickles."""
+    import pickle
+    from dataclasses import fields
+
+    from fixative.core.countermeasures import CHAIN
+
+    probabilities = {f.name for f in fields(RobustSettings) if f.name.endswith("_prob")}
+    assert {link.probability for link in CHAIN} == probabilities
+    with pytest.raises(TypeError, match="unknown countermeasure"):
+        Draw(sharpen=1.0)
+    draw = Draw(jpeg=60, shift=(1, 2))
+    assert pickle.loads(pickle.dumps(draw)) == draw and draw != Draw(jpeg=60)
+    assert draw.describe() == "shift (1, 2) -> jpeg q60" and Draw().identity and not draw.identity
+
+
 def test_shifted_reference_matches_a_shifted_image():
     """A shift moves the reference too: an image equal to the target scores 0 under any shift."""
     enc, t = TinyEncoder(), smooth_image(32, 32, seed=1)

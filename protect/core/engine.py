@@ -4,6 +4,9 @@
 portfolio. :meth:`Protector.protect` runs the search (whole image, or overlapping tiles for
 large images), quantises the result to the output's bit depth, scales it back until LPIPS of
 the saved pixels is within the budget (a guarantee, checked in float32), and measures it.
+The parts live in modules of their own: the search (:mod:`fixative.core.optimizer`), the measurements
+(:mod:`fixative.core.measurement`), the tile batch sizing (:mod:`fixative.core.tilebatch`) and the
+full-size side of a search at work resolution (:mod:`fixative.core.fullsize`).
 """
 
 from __future__ import annotations
@@ -17,21 +20,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fixative.core.budgets import Limit, LpipsLimit, as_limit, budget_plan, jpeg_equivalent
+from fixative.core.budgets import BudgetPlan, Limit, LpipsLimit, as_limit, budget_plan, jpeg_equivalent
 from fixative.core.constraints import quantize
 from fixative.core.devices import resolve_device
 from fixative.core.encoder import Encoder
-from fixative.core.metrics import linf, psnr, ssim
+from fixative.core.fullsize import SavedFileLpips, ViewedImages, saved_file_estimate
+from fixative.core.measurement import STOP_ORDER, Measurer, ProtectionMetrics, view_ratio
 from fixative.core.objectives import AwayFromSource, Objective, TowardsTarget
-from fixative.core.optimizer import OptimizerSettings, SavedFileLpips, StepInfo, ViewedImages, search
+from fixative.core.optimizer import OptimizerSettings, SearchOutcome, StepInfo, search
 from fixative.core.perceptual import Perceptual
-from fixative.core.robust import resize
+from fixative.core.tilebatch import plan_tile_batch, tile_batch_size
 from fixative.core.tiling import Tile, blend, plan_tiles, tile_weights
-from fixative.core.views import View, evaluation_views, work_size
-from fixative.core.visibility import VisibilityModel
+from fixative.core.transforms import resize
+from fixative.core.views import work_size
 from fixative.errors import ConfigError, InputImageError
 
 log = logging.getLogger(__name__)
+
+#: re-exported for callers of the engine: the metrics, the view ratio and the tile batch sizing
+__all__ = ["FULL_MEASURE_PIXELS", "MIN_SIDE", "OBJECTIVES", "STRETCH_MAX", "ProtectionMetrics", "ProtectionResult",
+           "Protector", "TileProgress", "check_size", "tile_batch_size", "view_ratio"]
 
 OBJECTIVES = ("target", "away")
 #: largest factor by which the final step may stretch a perturbation that leaves budget unused
@@ -39,59 +47,6 @@ STRETCH_MAX = 1.5
 #: with training views, larger images are measured at the training views only (encoding an 18 MP image three
 #: times at full size would cost more than its whole search); ``fixative eval strength`` measures any size
 FULL_MEASURE_PIXELS = 4_200_000
-
-
-@dataclass
-class ProtectionMetrics:
-    """What the protection achieved, measured on the quantised output.
-
-    - ``lpips``: LPIPS of the output against the input (<= the budget, guaranteed, for an LPIPS budget).
-    - ``flip``: FLIP of the output against the input (0 = no visible difference; <= ``flip_limit``,
-      guaranteed, for a visibility budget); ``flip_limit``: that of the reference JPEG (visibility budget
-      only); ``like_jpeg``: the JPEG quality of equal visibility (the lowest whose FLIP is at most ours;
-      None where the image is measured at the training views only).
-    - ``psnr`` (dB), ``ssim`` (1 = identical), ``linf`` (largest pixel change, [0,1] units).
-    - ``distance_before`` / ``distance_after``: per encoder, ||E(x) - E(t)|| and ||E(x') - E(t)||
-      for a target objective; for "away", the distance of E(x') from E(x) (before = 0).
-    - ``ratio``: per encoder, after / before (target objective only; lower is stronger); includes the
-      ``checked`` encoders, which were measured but not crafted against (transfer).
-    - ``mean_ratio``: the mean of ``ratio`` over the crafting encoders (None for "away").
-    - ``full_size``: whether the figures above were measured at full size; with training views, images over
-      :data:`FULL_MEASURE_PIXELS` are measured at the training views only (the distances are then empty
-      and the ratios None).
-    - ``views``: per training view of :func:`fixative.core.views.evaluation_views` ("512 crop", "1024 px"), per
-      encoder, the same ratio (target) or shift (away) measured on that view of the images: what a
-      model trained on the saved file sees; ``view_ratio``: per view, the mean over the crafting
-      encoders (target objective only).
-    - ``steps``, ``seconds``: search effort (all tiles; seconds from the start to the saved pixels, the final
-      check included); ``search_seconds``: the search alone (what a time limit bounds); ``stopped``: why
-      the search ended.
-    - ``scale``: the final scale factor (1 = the search's result kept as is; < 1 scaled back into the
-      budget; > 1 stretched into budget the search left unused).
-    """
-
-    lpips: float
-    psnr: float
-    ssim: float
-    linf: float
-    distance_before: dict[str, float]
-    distance_after: dict[str, float]
-    ratio: dict[str, float] | None
-    mean_ratio: float | None
-    steps: int
-    seconds: float
-    stopped: str
-    scale: float
-    tiles: int
-    encoders: list[str]
-    checked: list[str] = field(default_factory=list)
-    views: dict[str, dict[str, float]] = field(default_factory=dict)
-    view_ratio: dict[str, float] | None = None
-    full_size: bool = True
-    search_seconds: float = 0.0
-    flip: float | None = None
-    flip_limit: float | None = None
-    like_jpeg: int | None = None
 
 
 @dataclass
@@ -134,27 +89,37 @@ def check_size(height: int, width: int) -> None:
                               "can be protected (the perceptual metric needs that much)")
 
 
-def tile_batch_size(free_bytes: int, per_tile_bytes: int, tiles: int, use: float = 0.7) -> int:
-    """Tiles per batched pass: as many as ``use`` of the free memory holds, at least 1, at most ``tiles``.
+@dataclass
+class _Job:
+    """One :meth:`Protector.protect` call, planned: the inputs on the device (``target`` only for a target
+    objective), the budget's plan, the tiles searched (one work-resolution tile with training views) and how
+    many of them per pass."""
 
-    ``per_tile_bytes`` is the peak memory of one tile's optimisation step (bytes), measured by a probe.
-    """
-    if per_tile_bytes <= 0:
-        return tiles
-    return max(1, min(tiles, int(free_bytes * use // per_tile_bytes)))
+    source: Tensor
+    target: Tensor | None
+    objective: str
+    settings: OptimizerSettings
+    limit: Limit
+    plan: BudgetPlan
+    levels: int
+    tiles: list[Tile]
+    search_source: Tensor
+    per_pass: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.source.shape[-2:])
 
 
-@torch.no_grad()
-def view_ratio(encoder: Encoder, view: View, source: Tensor, protected: Tensor, target: Tensor | None) -> float:
-    """What a model trained on ``view`` of the protected image sees: with a ``target``, the distance ratio
-    ``||E(V(x')) - E(V(t))|| / ||E(V(x)) - E(V(t))||`` (1 = no effect, lower is stronger); without, the
-    relative shift ``||E(V(x')) - E(V(x))|| / ||E(V(x))||`` (0 = no effect). Images are 1x3xHxW in [0,1]."""
-    moved, seen = encoder(view(protected)).float(), encoder(view(source)).float()
-    if target is None:
-        return float((moved - seen).norm() / seen.norm().clamp_min(1e-12))
-    ref = encoder(view(target)).float()
-    before = float((seen - ref).norm())
-    return float((moved - ref).norm()) / before if before > 0 else 1.0
+@dataclass
+class _Found:
+    """What the tile loop found: one perturbation per tile, the effort, and the last objective searched."""
+
+    deltas: list[Tensor] = field(default_factory=list)
+    steps: int = 0
+    stopped: list[str] = field(default_factory=list)
+    searched: float = 0.0
+    objective: Objective | None = None
 
 
 class Protector:
@@ -183,6 +148,7 @@ class Protector:
         self.align = max(int(getattr(e, "downsample", 8)) for e in self.encoders)
 
     def set_channels_last(self, enabled: bool) -> None:
+        """NHWC (``enabled``) or contiguous memory for the encoders and LPIPS."""
         fmt = torch.channels_last if enabled else torch.contiguous_format
         for m in [*self.encoders, self.perceptual]:
             m.to(memory_format=fmt)
@@ -229,6 +195,30 @@ class Protector:
         """
         settings = settings or OptimizerSettings()
         limit = as_limit(budget)
+        source, target = self._inputs(image, target, objective, tile_size, tile_overlap)
+        self.set_channels_last(settings.channels_last)
+        started = time.perf_counter()
+        job = self._plan(source, target, objective, settings, limit, levels, tile_size, tile_overlap, tile_batch)
+        found = self._search_tiles(job, callback)
+        protected, lp, scale = self._final_check(job, self._full_size(job, found.deltas), found.objective)
+        metrics = self._report(job, found, protected, lp, scale, time.perf_counter() - started, tile_size,
+                               tile_overlap)
+        return ProtectionResult(protected.cpu(), alpha, metrics, {
+            "objective": objective,
+            **limit.describe(),
+            "levels": levels,
+            "tile_size": tile_size,
+            "tile_overlap": tile_overlap,
+            "tile_batch": job.per_pass,
+            "work_size": [job.tiles[0].height, job.tiles[0].width] if settings.views is not None else None,
+            "device": str(self.device),
+            "lpips_net": self.perceptual.net,
+            **asdict(settings),
+        })
+
+    def _inputs(self, image: Tensor, target: Tensor | None, objective: str, tile_size: int,
+                tile_overlap: int) -> tuple[Tensor, Tensor | None]:
+        """The image and (for a target objective) the target as 1x3xHxW float32 on the device, checked."""
         if not 0 <= tile_overlap < tile_size // 2:
             raise ConfigError(f"the tile size ({tile_size} px) must be more than twice the tile overlap "
                               f"({tile_overlap} px)")
@@ -238,146 +228,136 @@ class Protector:
             raise ConfigError(f"expected one RGB image (1x3xHxW), got shape {tuple(image.shape)}")
         check_size(*image.shape[-2:])
         source = image.to(self.device, torch.float32)
-        if objective == "target":
-            if target is None:
-                raise ConfigError("objective 'target' needs a target image")
-            if target.dim() == 3:
-                target = target[None]
-            if target.shape != source.shape:
-                raise ConfigError(
-                    f"target size {tuple(target.shape[-2:])} differs from the image's {tuple(source.shape[-2:])}"
-                )
-            target = target.to(self.device, torch.float32)
-        self.set_channels_last(settings.channels_last)
-        height, width = source.shape[-2:]
-        views = settings.views
-        started = time.perf_counter()
-        if views is not None:
-            # what trainers see of the file is at most the largest view: search there, whatever the size
-            work = work_size(height, width, views)
-            search_source = resize(source, work)
-            tiles = [Tile(0, 0, *work)]
-        else:
-            search_source = source
-            tiles = plan_tiles(height, width, tile_size, tile_overlap, self.align)
+        if objective != "target":
+            self._objective(objective)
+            return source, None
+        if target is None:
+            raise ConfigError("objective 'target' needs a target image")
+        if target.dim() == 3:
+            target = target[None]
+        if target.shape != source.shape:
+            raise ConfigError(
+                f"target size {tuple(target.shape[-2:])} differs from the image's {tuple(source.shape[-2:])}"
+            )
+        return source, target.to(self.device, torch.float32)
 
+    def _plan(self, source: Tensor, target: Tensor | None, objective: str, settings: OptimizerSettings,
+              limit: Limit, levels: int, tile_size: int, tile_overlap: int, tile_batch: int | None) -> _Job:
+        """The tiles to search (with training views: one tile, the largest view's resolution, whatever the
+        image's size), the budget's plan and the tiles per pass."""
+        height, width = source.shape[-2:]
+        if settings.views is not None:
+            # what trainers see of the file is at most the largest view: search there, whatever the size
+            work = work_size(height, width, settings.views)
+            search_source, tiles = resize(source, work), [Tile(0, 0, *work)]
+        else:
+            search_source, tiles = source, plan_tiles(height, width, tile_size, tile_overlap, self.align)
         plan = budget_plan(limit, self.perceptual, source)
-        deltas, steps, stopped, searched = [], 0, [], 0.0
+        job = _Job(source, target, objective, settings, limit, plan, levels, tiles, search_source)
+        if settings.views is None:
+            job.per_pass = plan_tile_batch(tile_batch, tiles, self.device, lambda tile: self._probe(job, tile))
+        return job
+
+    def _probe(self, job: _Job, tile: Tile) -> None:
+        """One optimisation step on ``tile`` (to measure its memory)."""
+        src = tile.crop(job.source)
+        obj = self._objective(job.objective)
+        obj.prepare(self.encoders, src, tile.crop(job.target) if job.target is not None else None)
+        search(src, self.encoders, obj, job.plan.constraint(src, tile.crop), replace(job.settings, steps=1))
+
+    def _search_tiles(self, job: _Job, callback: Callable[[TileProgress], bool | None] | None) -> _Found:
+        """Search the tiles, ``job.per_pass`` at a time, each pass with its share of a time limit; a cancelled
+        pass leaves the tiles after it unperturbed."""
+        tiles, settings, found = job.tiles, job.settings, _Found()
         total_area = sum(t.height * t.width for t in tiles)
-        per_pass = 1 if views is not None else self._tile_batch(tile_batch, tiles, source, target, objective,
-                                                                 plan, settings)
-        viewed = None
-        for first in range(0, len(tiles), per_pass):
-            group = tiles[first : first + per_pass]
+        for first in range(0, len(tiles), job.per_pass):
+            group = tiles[first : first + job.per_pass]
             tile_settings = settings
             if settings.seconds is not None and len(tiles) > 1:
                 share = settings.seconds * sum(t.height * t.width for t in group) / total_area
                 tile_settings = replace(settings, seconds=share)
-            src = torch.cat([t.crop(search_source) for t in group])
-            tgt = torch.cat([t.crop(target) for t in group]) if target is not None and objective == "target" else None
-            obj = self._objective(objective)
-            if views is not None:
-                obj.bind(self.encoders)
-                viewed = ViewedImages(source, target if objective == "target" else source, views, settings.seed,
-                                      towards=objective == "target")
-            else:
-                obj.prepare(self.encoders, src, tgt)
-            # with training views the search runs on a resized copy: the budget's proxy at that resolution
-            crop = None if views is not None else (lambda im, group=group: torch.cat([t.crop(im) for t in group]))
-            constraint = plan.constraint(src, crop)
 
             def relay(info: StepInfo, first: int = first, size: int = len(group)) -> bool | None:
                 if callback is None:
                     return None
                 return callback(TileProgress(**vars(info), tile=first + 1, tiles=len(tiles), group=size))
 
-            calibrate = saved = None
-            if views is not None and tuple(src.shape[-2:]) != (height, width):
-                calibrate = self._saved_file_estimate(source, plan, levels, settings.linf)
-                if isinstance(limit, LpipsLimit):
-                    saved = SavedFileLpips(self.perceptual, source, tuple(src.shape[-2:]), settings.linf,
-                                           settings.seed)
-
-            outcome = search(src, self.encoders, obj, constraint, tile_settings, relay, viewed, calibrate, saved)
-            deltas.extend(outcome.delta.split(1))
-            steps += outcome.steps
-            searched += outcome.seconds
-            stopped.append(outcome.stopped)
+            outcome, found.objective = self._search_group(job, group, tile_settings, relay)
+            found.deltas.extend(outcome.delta.split(1))
+            found.steps += outcome.steps
+            found.searched += outcome.seconds
+            found.stopped.append(outcome.stopped)
             if outcome.stopped == "cancelled":
-                deltas.extend(torch.zeros_like(t.crop(source)) for t in tiles[first + len(group) :])
+                found.deltas.extend(torch.zeros_like(t.crop(job.source)) for t in tiles[first + len(group) :])
                 break
-        del src, tgt, constraint, viewed, saved
+        return found
 
-        if len(tiles) == 1:
+    def _search_group(self, job: _Job, group: list[Tile], settings: OptimizerSettings,
+                      relay: Callable[[StepInfo], bool | None]) -> tuple[SearchOutcome, Objective]:
+        """Search one pass of tiles (batched); returns its outcome and its objective."""
+        views, (height, width) = settings.views, job.size
+        src = torch.cat([t.crop(job.search_source) for t in group])
+        obj, viewed, calibrate, saved = self._objective(job.objective), None, None, None
+        if views is not None:
+            obj.bind(self.encoders)
+            reference = job.source if job.target is None else job.target
+            viewed = ViewedImages(job.source, reference, views, settings.seed, towards=job.target is not None)
+        else:
+            obj.prepare(self.encoders, src, torch.cat([t.crop(job.target) for t in group])
+                        if job.target is not None else None)
+        # with training views the search runs on a resized copy: the budget's proxy at that resolution
+        crop = None if views is not None else (lambda im: torch.cat([t.crop(im) for t in group]))
+        constraint = job.plan.constraint(src, crop)
+        if views is not None and tuple(src.shape[-2:]) != (height, width):
+            calibrate = saved_file_estimate(job.source, job.plan, job.levels, settings.linf, self.align)
+            if isinstance(job.limit, LpipsLimit):
+                saved = SavedFileLpips(self.perceptual, job.source, tuple(src.shape[-2:]), settings.linf,
+                                       settings.seed)
+        return search(src, self.encoders, obj, constraint, settings, relay, viewed, calibrate, saved), obj
+
+    def _full_size(self, job: _Job, deltas: list[Tensor]) -> Tensor:
+        """The perturbation of the whole image: the tiles blended, or the work-resolution one upsampled."""
+        height, width = job.size
+        if len(job.tiles) == 1:
             delta = deltas[0]
         else:
-            delta = blend(deltas, tiles, tile_weights(tiles, height, width, source.device), source)
-        if views is not None and tuple(delta.shape[-2:]) != (height, width):
+            delta = blend(deltas, job.tiles, tile_weights(job.tiles, height, width, job.source.device), job.source)
+        if job.settings.views is not None and tuple(delta.shape[-2:]) != (height, width):
             # the saved file holds the perturbation at full size: bicubic upsampling, cap kept
             delta = resize(delta, (height, width))
-            if settings.linf is not None:
-                delta = delta.clamp(-settings.linf, settings.linf)
+            if job.settings.linf is not None:
+                delta = delta.clamp(-job.settings.linf, job.settings.linf)
+        return delta
 
-        # the guarantee: quantise, then scale back until the saved pixels are within budget (LPIPS or FLIP)
-        final = plan.final()
-        with torch.no_grad():
-            delta_q, lp, scale = final.scale_back(delta, levels=levels)
-            if (len(tiles) == 1 and scale == 1.0 and lp < final.budget * 0.99 and settings.linf is None
-                    and views is None):
-                # budget left unused (the search's autocast LPIPS runs a little high): stretch the
-                # perturbation into it, and keep the stretch only if the objective agrees
-                stretched, lp_s, scale_s = final.scale_back(delta, levels=levels, max_scale=STRETCH_MAX)
-                if scale_s > 1.0 and self._loss(obj, source + stretched) < self._loss(obj, source + delta_q):
-                    delta_q, lp, scale = stretched, lp_s, scale_s
-        protected = quantize(source + delta_q, levels)
-        seconds = time.perf_counter() - started
-        cells = plan_tiles(height, width, tile_size, tile_overlap, self.align) if views is not None else tiles
+    @torch.no_grad()
+    def _final_check(self, job: _Job, delta: Tensor, objective: Objective) -> tuple[Tensor, float, float]:
+        """The guarantee: quantise, then scale back until the saved pixels are within budget (LPIPS or FLIP).
+        Returns (the protected image, its budget measure, the scale)."""
+        final, s = job.plan.final(), job.settings
+        delta_q, lp, scale = final.scale_back(delta, levels=job.levels)
+        if len(job.tiles) == 1 and scale == 1.0 and lp < final.budget * 0.99 and s.linf is None and s.views is None:
+            # budget left unused (the search's autocast LPIPS runs a little high): stretch the
+            # perturbation into it, and keep the stretch only if the objective agrees
+            stretched, lp_s, scale_s = final.scale_back(delta, levels=job.levels, max_scale=STRETCH_MAX)
+            if scale_s > 1.0 and self._loss(objective, job.source + stretched) < self._loss(objective,
+                                                                                             job.source + delta_q):
+                delta_q, lp, scale = stretched, lp_s, scale_s
+        return quantize(job.source + delta_q, job.levels), lp, scale
+
+    def _report(self, job: _Job, found: _Found, protected: Tensor, lp: float, scale: float, seconds: float,
+                tile_size: int, tile_overlap: int) -> ProtectionMetrics:
+        """The metrics of the protected image (measured in cells of ``tile_size`` with training views)."""
+        (height, width), views = job.size, job.settings.views
+        cells = plan_tiles(height, width, tile_size, tile_overlap, self.align) if views is not None else job.tiles
         full = views is None or height * width <= FULL_MEASURE_PIXELS
-        if plan.final_value is not None:  # the scale-back measured FLIP; LPIPS is measured for the report
-            lp = float(self.perceptual.distance(protected, source).max())
-        metrics = self._measure(source, protected, target, objective, lp, cells, steps, seconds, scale, stopped,
-                                full_size=full)
-        metrics.tiles, metrics.search_seconds = len(tiles), searched
-        metrics.flip_limit = plan.final_value
-        metrics.like_jpeg = jpeg_equivalent(source, metrics.flip) if full else None
-        return ProtectionResult(
-            protected.cpu(),
-            alpha,
-            metrics,
-            {
-                "objective": objective,
-                **limit.describe(),
-                "levels": levels,
-                "tile_size": tile_size,
-                "tile_overlap": tile_overlap,
-                "tile_batch": per_pass,
-                "work_size": [tiles[0].height, tiles[0].width] if views is not None else None,
-                "device": str(self.device),
-                "lpips_net": self.perceptual.net,
-                **asdict(settings),
-            },
-        )
-
-    def _saved_file_estimate(self, source: Tensor, plan, levels: int, cap: float | None,
-                             cells: int = 4, size: int = 768) -> Callable[[Tensor], float]:
-        """delta at work resolution -> the budget's measure (LPIPS or FLIP) of the file it gives, estimated on
-        ``cells`` cells of ``size`` px spread over the full-size image (both are spatial means: the cells' mean
-        estimates the whole image's at a fraction of its cost; the engine's final check is exact)."""
-        height, width = source.shape[-2:]
-        grid = plan_tiles(height, width, size, 0, self.align)
-        picked = [grid[round(i * (len(grid) - 1) / max(1, cells - 1))] for i in range(min(cells, len(grid)))]
-        checks = [(t, plan.constraint(t.crop(source), t.crop)) for t in dict.fromkeys(picked)]
-
-        @torch.no_grad()
-        def estimate(delta: Tensor) -> float:
-            up = resize(delta, (height, width))
-            if cap is not None:
-                up = up.clamp(-cap, cap)
-            values = [check.measure(quantize(t.crop(source) + t.crop(up), levels)) for t, check in checks]
-            return sum(v * t.height * t.width for (t, _), v in zip(checks, values, strict=True)) / sum(
-                t.height * t.width for t, _ in checks)
-
-        return estimate
+        if job.plan.final_value is not None:  # the scale-back measured FLIP; LPIPS is measured for the report
+            lp = float(self.perceptual.distance(protected, job.source).max())
+        metrics = self._measure(job.source, protected, job.target, lp, cells, found.steps, seconds, scale,
+                                found.stopped, full_size=full)
+        metrics.tiles, metrics.search_seconds = len(job.tiles), found.searched
+        metrics.flip_limit = job.plan.final_value
+        metrics.like_jpeg = jpeg_equivalent(job.source, metrics.flip) if full else None
+        return metrics
 
     @torch.no_grad()
     def measure(
@@ -403,107 +383,18 @@ class Protector:
             raise ConfigError("objective 'target' needs a target image")
         tiles = plan_tiles(source.shape[-2], source.shape[-1], tile_size, tile_overlap, self.align)
         lp = float(self.perceptual.distance(protected, source).max())
-        return replace(self._measure(source, protected, target, objective, lp, tiles, 0, 0.0, 1.0, []),
-                       stopped="measured")
-
-    def _tile_batch(self, requested, tiles, source, target, objective, plan, settings) -> int:
-        """How many tiles to search per pass: ``requested``, else 1 on the CPU/MPS or for one tile,
-        else as many as the free CUDA memory holds (measured with one probe step on one tile)."""
-        if requested is not None:
-            if requested < 1:
-                raise ConfigError(f"tile_batch must be at least 1, got {requested}")
-            return min(requested, len(tiles))
-        if len(tiles) == 1 or self.device.type != "cuda":
-            return 1
-        probe = tiles[0]
-        src = probe.crop(source)
-        tgt = probe.crop(target) if target is not None and objective == "target" else None
-        torch.cuda.synchronize(self.device)
-        base = torch.cuda.memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        obj = self._objective(objective)
-        obj.prepare(self.encoders, src, tgt)
-        search(src, self.encoders, obj, plan.constraint(src, probe.crop), replace(settings, steps=1))
-        per_tile = torch.cuda.max_memory_allocated(self.device) - base
-        del obj
-        torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info(self.device)
-        size = tile_batch_size(free, per_tile, len(tiles))
-        log.info("tile batch: %d tiles per pass (%.2f GiB per tile, %.1f GiB free)", size, per_tile / 2**30,
-                 free / 2**30)
-        return size
+        target = target if objective == "target" else None
+        return replace(self._measure(source, protected, target, lp, tiles, 0, 0.0, 1.0, []), stopped="measured")
 
     @torch.no_grad()
     def _loss(self, objective: Objective, image: Tensor) -> float:
         return float(objective.loss([e(image) for e in self.encoders]))
 
-    @torch.no_grad()
-    def _latents(self, encoder: Encoder, image: Tensor, tiles: list[Tile]) -> list[Tensor]:
-        """E(image), whole, or per non-overlapping cell for tiled images (bounded memory)."""
-        if len(tiles) == 1:
-            return [encoder(image).float()]
-        size = max(max(t.height, t.width) for t in tiles)
-        cells = plan_tiles(image.shape[-2], image.shape[-1], size, 0, self.align)
-        return [encoder(c.crop(image)).float() for c in cells]
-
-    @staticmethod
-    def _distance(a: list[Tensor], b: list[Tensor]) -> float:
-        return sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b, strict=True)) ** 0.5
-
-    def _measure(self, source, protected, target, objective, lp, tiles, steps, seconds, scale, stopped,
-                 full_size: bool = True):
-        names = [getattr(e, "name", type(e).__name__) for e in self.encoders]
-        checked = [getattr(e, "name", type(e).__name__) for e in self.check_encoders]
-        before, after, ratio = {}, {}, None
-        for name, enc in zip(names + checked, self.encoders + self.check_encoders, strict=True):
-            if not full_size:
-                break
-            reference = self._latents(enc, target if objective == "target" else source, tiles)
-            moved = self._latents(enc, protected, tiles)
-            after[name] = self._distance(moved, reference)
-            before[name] = 0.0
-            if objective == "target":
-                before[name] = self._distance(self._latents(enc, source, tiles), reference)
-        if objective == "target" and full_size:
-            ratio = {n: after[n] / before[n] if before[n] > 0 else 1.0 for n in before}
-        views = self._view_figures(source, protected, target if objective == "target" else None)
-        flip = float(VisibilityModel()(protected, source).max())
-        order = ("cancelled", "seconds", "early-stop", "steps")
-        why = next((w for w in order if w in stopped), "steps")
-        return ProtectionMetrics(
-            lpips=float(lp),
-            psnr=float(psnr(protected, source)),
-            ssim=float(ssim(protected, source)),
-            linf=float(linf(protected, source)),
-            distance_before=before,
-            distance_after=after,
-            ratio=ratio,
-            mean_ratio=(sum(ratio[n] for n in names) / len(names)) if ratio else None,
-            steps=steps,
-            seconds=seconds,
-            stopped=why,
-            scale=scale,
-            tiles=len(tiles),
-            encoders=names,
-            checked=checked,
-            views=views,
-            view_ratio={v: sum(r[n] for n in names) / len(names) for v, r in views.items()}
-            if objective == "target" else None,
-            full_size=full_size,
-            flip=flip,
-        )
-
-    @torch.no_grad()
-    def _view_figures(self, source: Tensor, protected: Tensor, target: Tensor | None) -> dict[str, dict[str, float]]:
-        """Per evaluation view (:func:`fixative.core.views.evaluation_views`), per encoder (crafting and checked):
-        the distance ratio to ``target`` of that view of the images, or with no target the relative shift
-        ``||E(V(x')) - E(V(x))|| / ||E(V(x))||``."""
-        out: dict[str, dict[str, float]] = {}
-        encoders = self.encoders + self.check_encoders
-        names = [getattr(e, "name", type(e).__name__) for e in encoders]
-        for label, view in evaluation_views(*source.shape[-2:]).items():
-            figures = {}
-            for name, enc in zip(names, encoders, strict=True):
-                figures[name] = view_ratio(enc, view, source, protected, target)
-            out[label] = figures
-        return out
+    def _measure(self, source: Tensor, protected: Tensor, target: Tensor | None, lp: float, tiles: list[Tile],
+                 steps: int, seconds: float, scale: float, stopped: Sequence[str],
+                 full_size: bool = True) -> ProtectionMetrics:
+        """The metrics (:class:`~fixative.core.measurement.Measurer`) with the search's effort filled in."""
+        metrics = Measurer(self.encoders, self.check_encoders, self.align).metrics(source, protected, target, lp,
+                                                                                   tiles, full_size)
+        why = next((w for w in STOP_ORDER if w in stopped), "steps")
+        return replace(metrics, steps=steps, seconds=seconds, stopped=why, scale=scale)

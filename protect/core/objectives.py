@@ -18,6 +18,7 @@ problems: :meth:`Objective.per_sample` gives one loss per image, and :meth:`Obje
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -33,8 +34,11 @@ def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
     return ((a.float() - b.float()) ** 2).flatten(1).sum(1)
 
 
-class Objective:
-    """Base class: prepared once per image (constant latents cached), then evaluated each step."""
+class Objective(ABC):
+    """The contract of an objective: prepared once per image (constant latents cached, :meth:`prepare`), then
+    evaluated each step (:meth:`per_sample`, :meth:`loss`); :meth:`distances` and :meth:`baselines` report
+    what it moves. Subclasses implement :meth:`prepare`, :meth:`per_sample`, :meth:`distances` and
+    :meth:`baselines`."""
 
     kind: str = "objective"
 
@@ -49,9 +53,9 @@ class Objective:
         total = sum(w)
         return [v / total for v in w]
 
+    @abstractmethod
     def prepare(self, encoders: Sequence[Encoder], source: Tensor, target: Tensor | None) -> None:
         """Cache whatever is constant across steps for this image (and target), in inference mode."""
-        raise NotImplementedError
 
     #: the image the objective compares with (the target, or the source for "away"); robust
     #: protection shifts it with the protected image (see :mod:`fixative.core.robust`)
@@ -62,6 +66,7 @@ class Objective:
         ``starts`` to :meth:`per_sample` themselves (training views, see :mod:`fixative.core.views`)."""
         self.encoders = list(encoders)
 
+    @abstractmethod
     def per_sample(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None,
                    starts: Sequence[Tensor] | None = None) -> Tensor:
         """The loss of each image of the batch (shape [N]), from its latent under each encoder.
@@ -72,19 +77,18 @@ class Objective:
         (that of :attr:`reference_image` after the same geometric change as the image's);
         ``starts``: per encoder, the normaliser in place of the prepared one (shape [N]).
         """
-        raise NotImplementedError
 
     def loss(self, latents: Sequence[Tensor], references: Sequence[Tensor] | None = None) -> Tensor:
         """Scalar to minimise: the sum of :meth:`per_sample` over the batch."""
         return self.per_sample(latents, references).sum()
 
+    @abstractmethod
     def distances(self, latents: Sequence[Tensor]) -> list[float]:
         """The per-encoder distance that this objective moves (to the target, or from the source)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def baselines(self) -> list[float]:
         """The same distances for the unperturbed image."""
-        raise NotImplementedError
 
 
 class TowardsTarget(Objective):

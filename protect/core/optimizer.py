@@ -14,6 +14,10 @@ Methods (``--method``):
 - ``pgd``: the Nightshade research release's style, L-inf sign-gradient PGD with eps = 0.04
   and step eps/10, no LPIPS in the loop.
 
+Each method is a step class of :mod:`fixative.core.steps` (its start, loss, update, projection and
+schedule), picked once from :data:`fixative.core.steps.METHOD_STEPS`; :func:`search` runs the loop they
+share on a :class:`fixative.core.problem.SearchProblem`.
+
 All three share the engine's final guarantee (quantise, then scale back until the saved
 pixels are within the LPIPS budget), so benchmarks compare them on equal terms.
 
@@ -30,11 +34,8 @@ ask for it; the final budget check in the engine always runs in float32.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -42,9 +43,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from fixative.core.constraints import LinfCap, LpipsBudget
-from fixative.core.robust import Draw, RobustSettings, Sampler, decode_pass, resize, settings_for
-from fixative.core.views import TrainingViews, View, ViewSampler, views_for
+from fixative.core.constraints import LpipsBudget
+from fixative.core.fullsize import SavedFileLpips, ViewedImages
+from fixative.core.precision import autocast_dtype, precision_context
+from fixative.core.problem import SearchProblem
+from fixative.core.robust import RobustSettings, settings_for
+from fixative.core.steps import GLAZE_ALPHA, METHOD_STEPS, MU_DOWN, MU_FLOOR, MU_UP, PGD_EPS
+from fixative.core.views import TrainingViews, views_for
 from fixative.defaults import METHODS, PRECISIONS  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError
 
@@ -54,11 +59,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PGD_EPS = 0.04
-GLAZE_ALPHA = 100.0
-#: the LPIPS multiplier of the fixative method: x MU_UP after a step that left the budget (at least
-#: MU_FLOOR), x MU_DOWN after one that stayed inside
-MU_UP, MU_DOWN, MU_FLOOR = 1.15, 0.9, 0.05
+#: re-exported: the methods' constants (:mod:`fixative.core.steps`), mixed precision
+#: (:mod:`fixative.core.precision`), the full-size images of a search below full size (:mod:`fixative.core.fullsize`)
+__all__ = ["GLAZE_ALPHA", "METHODS", "MU_DOWN", "MU_FLOOR", "MU_UP", "PGD_EPS", "PRECISIONS", "OptimizerSettings",
+           "SavedFileLpips", "SearchOutcome", "StepCallback", "StepInfo", "ViewedImages", "autocast_dtype",
+           "precision_context", "search"]
+
+_Search = SearchProblem  # the old private name (tests reach the per-image projection through it)
 
 
 @dataclass
@@ -146,247 +153,6 @@ class SearchOutcome:
     history: list[float] = field(default_factory=list)
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain float32."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type == "cpu":
-            raise ConfigError("fp16 is for GPUs; use bf16 or fp32 on the CPU")
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    # auto: bf16 where it is native (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), else fp32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        try:
-            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            native = False
-        return torch.bfloat16 if native else None
-    return None
-
-
-def precision_context(dtype: torch.dtype | None, device: torch.device):
-    """Autocast for the encoders and LPIPS forwards, or a no-op for float32."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class ViewedImages:
-    """The full-size original and reference image (the target, or the original for "away") as training views.
-
-    The search runs at the work resolution (:func:`fixative.core.views.work_size`); the saved file is the original
-    at full size plus the perturbation upsampled to it. A trainer's view of that file is, resizing being
-    linear, the view of the original plus the perturbation resized to the view's size: the original's and
-    the reference's resized copies are made once per size from the full-size pixels, so a step costs what the
-    view costs, whatever the artwork's size.
-
-    ``reference_latents`` of a view (and the chain's shift) are computed without gradients and cached
-    (at most 32); ``start`` is, per view size and encoder, the unperturbed squared latent distance per
-    latent element, measured on the first view of that size: the objective's normaliser.
-    """
-
-    def __init__(self, source: Tensor, reference: Tensor, views: TrainingViews, seed: int, towards: bool):
-        if source.shape[0] != 1:
-            raise ConfigError("training views protect one image at a time")
-        self.source, self.reference, self.towards = source, reference, towards
-        self.sampler = ViewSampler(views, source.shape[-2], source.shape[-1], seed)
-        self._resized: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
-        self._latents: OrderedDict[tuple, list[Tensor]] = OrderedDict()
-        self._start: dict[tuple[int, int], list[float]] = {}
-
-    def resized(self, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """(original, reference) at ``size`` (antialiased bicubic from full size), cached."""
-        if size not in self._resized:
-            with torch.no_grad():
-                self._resized[size] = (resize(self.source, size), resize(self.reference, size))
-        return self._resized[size]
-
-    def references(self, view: View, draw: Draw, encoders, amp, device) -> tuple[list[Tensor], list[Tensor]]:
-        """Per encoder: the reference latent of this view (after the chain's shift), and the normaliser."""
-        key = (view, draw.shift)
-        if key not in self._latents:
-            src, ref = self.resized(view.size)
-            with torch.no_grad(), precision_context(amp, device):
-                self._latents[key] = [e(draw.geometry(view.crop(ref))).float() for e in encoders]
-                if view.size not in self._start:
-                    if self.towards:
-                        seen = [e(draw.geometry(view.crop(src))).float() for e in encoders]
-                        dist = [((a - b) ** 2).mean() for a, b in zip(seen, self._latents[key], strict=True)]
-                    else:
-                        dist = [(z**2).mean() for z in self._latents[key]]
-                    self._start[view.size] = [max(float(d), 1e-12) for d in dist]
-            if len(self._latents) > 32:
-                self._latents.popitem(last=False)
-        refs = self._latents[key]
-        starts = [torch.full((1,), s * r[0].numel(), device=r.device) for s, r in
-                  zip(self._start[view.size], refs, strict=True)]
-        return refs, starts
-
-
-class SavedFileLpips:
-    """LPIPS of the saved file, as the search sees it when it runs below full size (training views).
-
-    LPIPS is not scale-invariant: a perturbation searched at work resolution and upsampled into an 18 MP
-    file puts its texture at the few-pixel scale that LPIPS (alex) weighs most, so its LPIPS on the file
-    can be several times its LPIPS at work resolution. :meth:`penalty` measures the real thing on a random
-    ``crop`` x ``crop`` px window of the full-size image each step (the perturbation upsampled there,
-    differentiably): the search's LPIPS penalty then steers the perturbation towards what the file can
-    afford, at the cost of one small LPIPS pass. LPIPS being a spatial mean, the windows estimate the whole
-    image's value; the budget itself is still enforced on the whole file by the engine's final check.
-    """
-
-    def __init__(self, perceptual, source: Tensor, work: tuple[int, int], cap: float | None, seed: int,
-                 crop: int = 512):
-        self.perceptual, self.source, self.work, self.cap = perceptual, source, tuple(work), cap
-        self.crop = crop
-        self.generator = torch.Generator().manual_seed(int(seed) * 7907 + 3)
-
-    def _pick(self, count: int) -> int:
-        return int(torch.randint(0, max(1, count), (), generator=self.generator))
-
-    def penalty(self, delta: Tensor) -> Tensor:
-        """LPIPS (shape [1]) of one random full-size window of the file ``delta`` (work resolution) gives."""
-        height, width = self.source.shape[-2:]
-        (h, w), c = self.work, min(self.crop, *self.source.shape[-2:])
-        fy, fx = height / h, width / w
-        top, left = self._pick(height - c + 1), self._pick(width - c + 1)
-        # the work-resolution region under the window, with a margin for the bicubic kernel
-        y0, x0 = max(0, math.floor(top / fy) - 3), max(0, math.floor(left / fx) - 3)
-        y1, x1 = min(h, math.ceil((top + c) / fy) + 3), min(w, math.ceil((left + c) / fx) + 3)
-        up = torch.nn.functional.interpolate(delta[..., y0:y1, x0:x1], scale_factor=(fy, fx), mode="bicubic",
-                                             align_corners=False, recompute_scale_factor=False)
-        oy, ox = min(top - round(y0 * fy), up.shape[-2] - c), min(left - round(x0 * fx), up.shape[-1] - c)
-        part = up[..., oy : oy + c, ox : ox + c]
-        if self.cap is not None:
-            part = part.clamp(-self.cap, self.cap)
-        window = self.source[..., top : top + c, left : left + c]
-        return self.perceptual.distance((window + part).clamp(0, 1), window)
-
-
-class _Search:
-    """State shared by the three methods: the models, limits, callback and the per-step forward."""
-
-    def __init__(self, source, encoders, objective, budget, settings, callback, viewed=None, saved=None):
-        self.source = source
-        self.viewed = viewed
-        self.saved = saved
-        self.encoders = list(encoders)
-        self.objective = objective
-        self.budget = budget
-        self.settings = settings
-        self.callback = callback
-        self.device = source.device
-        self.amp = autocast_dtype(settings.precision, self.device)
-        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-        self.cap = LinfCap(settings.linf) if settings.linf else None
-        robust = settings.robust
-        self.roundtrip = decode_pass(self.encoders) if robust is not None and robust.vae_prob > 0 else None
-        self.sampler = (Sampler(robust, settings.seed, can_decode=self.roundtrip is not None)
-                        if robust is not None else None)
-        self._shifted: OrderedDict[tuple[int, int], list[Tensor]] = OrderedDict()
-
-    def forward(self, delta: Tensor, with_lpips: bool) -> tuple[Tensor, Tensor | None]:
-        """Per-image objective (and LPIPS) of x + delta, shapes [N]; differentiable w.r.t. delta. With robust
-        settings the objective is the mean over this step's drawn countermeasures; LPIPS is of x + delta itself."""
-        image = (self.source + delta).clamp(0, 1).contiguous(memory_format=self.memory_format)
-        if self.viewed is not None:
-            obj = self._viewed_objective(delta)
-        elif self.sampler is None:
-            with precision_context(self.amp, self.device):
-                latents = [e(image) for e in self.encoders]
-            obj = self.objective.per_sample(latents).float()
-        else:
-            terms = []
-            for draw in self.sampler.draws():
-                seen = draw.apply(image, self.roundtrip).contiguous(memory_format=self.memory_format)
-                with precision_context(self.amp, self.device):
-                    latents = [e(seen) for e in self.encoders]
-                terms.append(self.objective.per_sample(latents, self._references(draw.shift)).float())
-            obj = torch.stack(terms).mean(0)
-        lp = None
-        if with_lpips:
-            with precision_context(self.amp, self.device):
-                lp = (self.budget.value(image) if self.saved is None else self.saved.penalty(delta)).float()
-        return obj, lp
-
-    def _viewed_objective(self, delta: Tensor) -> Tensor:
-        """The objective averaged over this step's training views (each composed with a drawn robust chain)."""
-        viewed, terms = self.viewed, []
-        draws = self.sampler.draws() if self.sampler is not None else [Draw()]
-        for draw in draws:
-            view = viewed.sampler.draw()
-            src, _ = viewed.resized(view.size)
-            seen = view.crop((src + resize(delta, view.size)).clamp(0, 1))
-            seen = draw.apply(seen, self.roundtrip).contiguous(memory_format=self.memory_format)
-            refs, starts = viewed.references(view, draw, self.encoders, self.amp, self.device)
-            with precision_context(self.amp, self.device):
-                latents = [e(seen) for e in self.encoders]
-            terms.append(self.objective.per_sample(latents, refs, starts).float())
-        return torch.stack(terms).mean(0)
-
-    def _references(self, shift: tuple[int, int] | None) -> list[Tensor] | None:
-        """The objective's reference latents for an image shifted by ``shift`` px (cached, at most 16)."""
-        ref = getattr(self.objective, "reference_image", None)
-        if shift is None or ref is None:
-            return None
-        if shift not in self._shifted:
-            moved = torch.roll(ref, shifts=shift, dims=(-2, -1))
-            with torch.no_grad(), precision_context(self.amp, self.device):
-                self._shifted[shift] = [e(moved).float() for e in self.encoders]
-            if len(self._shifted) > 16:
-                self._shifted.popitem(last=False)
-        return self._shifted[shift]
-
-    def measure(self, delta: Tensor) -> Tensor:
-        """LPIPS of each image of x + delta (shape [N], on the CPU), without gradients."""
-        image = (self.source + delta).clamp(0, 1).contiguous(memory_format=self.memory_format)
-        with torch.no_grad(), precision_context(self.amp, self.device):
-            return self.budget.value(image).float().cpu()
-
-    def project_box(self, delta: Tensor) -> None:
-        """In place: keep x + d in [0,1] and |d| under the L-inf cap."""
-        if self.cap is not None:
-            delta.clamp_(-self.cap.eps, self.cap.eps)
-        delta.copy_((self.source + delta).clamp(0, 1) - self.source)
-
-    def shrink_to(self, delta: Tensor, limit: float, iters: int = 6, values: Tensor | None = None) -> Tensor:
-        """In place: scale each image's delta so that its LPIPS is just under ``limit`` (those already
-        under it are left alone); returns the per-image scale factors (shape [N]).
-
-        LPIPS grows about as the square of the scale, so the first try is the scale that model predicts
-        (usually within the limit: one LPIPS pass); images still over it are bisected below that try.
-        ``values``: the LPIPS of ``delta`` if already measured."""
-        values = self.measure(delta) if values is None else values
-        over = values > limit
-        scale = torch.ones(delta.shape[0])
-        if not bool(over.any()):
-            return scale
-        guess = torch.where(over, (limit / values.clamp_min(1e-12)).sqrt() * 0.99, scale)
-        ok = self.measure(delta * _per_image(guess, delta)) <= limit
-        todo = over & ~ok  # still over at the predicted scale: bisect in [0, guess]
-        lo, hi = torch.where(ok, guess, torch.zeros_like(guess)), guess.clone()
-        for _ in range(iters if bool(todo.any()) else 0):
-            mid = torch.where(todo, (lo + hi) / 2, lo)
-            good = self.measure(delta * _per_image(mid, delta)) <= limit
-            lo, hi = torch.where(todo & good, mid, lo), torch.where(todo & ~good, mid, hi)
-        scale = torch.where(over, lo, scale)
-        delta.mul_(_per_image(scale, delta))
-        return scale
-
-
-def _per_image(values: Tensor, like: Tensor) -> Tensor:
-    """[N] values shaped to multiply an NCHW tensor image by image."""
-    return values.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def _cosine(progress: float, start: float, end: float) -> float:
-    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def search(
     source: Tensor,
     encoders: Sequence[Encoder],
@@ -413,121 +179,43 @@ def search(
     scaling back; ``saved``: the LPIPS penalty is then taken on the saved file (:class:`SavedFileLpips`).
     """
     s = settings
-    run = _Search(source, encoders, objective, budget, s, callback, viewed, saved)
-    start = time.perf_counter()
-
-    if s.method == "pgd":
-        delta = torch.zeros_like(source)
-        step_size = s.lr or PGD_EPS / 10
-        eps = min(PGD_EPS, s.linf) if s.linf else PGD_EPS
-    else:
-        # every image of a batch starts from the noise it would get alone (same seed, same start)
-        noise = torch.cat([
-            (torch.rand((1, *source.shape[1:]), generator=torch.Generator().manual_seed(s.seed)) * 2 - 1) / 255
-            for _ in range(source.shape[0])
-        ])
-        delta = noise.to(source.device, source.dtype)
-        lr0 = s.lr or (0.01 if s.method == "fixative" else 0.005)
-    delta.requires_grad_(True)
-    adam = torch.optim.Adam([delta], lr=lr0, betas=(0.9, 0.99)) if s.method != "pgd" else None
-
-    inner = budget.budget * 0.97  # margin for autocast error; the engine's fp32 check is exact
-    checkpoints = [k / 10 for k in range(1, 10)] if calibrate is not None else []
-    count = source.shape[0]
-    mu = torch.zeros(count)  # one LPIPS multiplier per image: the images of a batch are independent
-    best = torch.full((count,), math.inf)
-    best_delta = delta.detach().clone()
-    since_best, stopped, history, step = 0, "steps", [], 0
+    problem = SearchProblem(source, encoders, objective, budget, s, callback, viewed, saved)
     # a sampled objective (robust chains, training views): keep the final iterate, no early stop
-    robust = run.sampler is not None or viewed is not None
-    last_step_time = 0.0
+    sampled = problem.sampler is not None or viewed is not None
+    method = METHOD_STEPS[s.method](problem, budget, s, sampled, calibrate)
+    start = time.perf_counter()
+    delta = method.start()
+    stopped, history, step, last_step_time = "steps", [], 0, 0.0
     while step < s.steps:
         elapsed = time.perf_counter() - start
         if s.seconds is not None and elapsed + last_step_time > s.seconds:
             stopped = "seconds"
             break
         t0 = time.perf_counter()
-        progress = step / s.steps
-        if s.seconds:
-            progress = max(progress, elapsed / s.seconds)
-
-        if checkpoints and progress >= checkpoints[0] and s.method != "pgd":
-            checkpoints = [c for c in checkpoints if c > progress]
-            with torch.no_grad():
-                proxy, saved = float(run.measure(delta).max()), calibrate(delta.detach())
-            if proxy > 0 and saved > 0:
-                # both grow about as the square of the perturbation: keep the proxy where the file meets the budget
-                inner = min(max(budget.budget * 0.97 * proxy / saved, budget.budget * 0.05), 0.99)
-                log.debug("calibrated at %.0f %%: proxy %.4f, saved file %.4f -> limit %.4f", 100 * progress, proxy,
-                          saved, inner)
-        obj, lp = run.forward(delta, with_lpips=s.method != "pgd")
+        progress = max(step / s.steps, elapsed / s.seconds) if s.seconds else step / s.steps
+        method.schedule(delta, progress)
+        obj, lp = problem.forward(delta, with_lpips=method.uses_lpips)
         values = obj.detach().cpu()
-        lp_value = float(lp.detach().max()) if lp is not None else float("nan")
-        if s.method == "fixative":
-            # the iterate is feasible (projected at the end of the previous step): track the best
-            since_best = 0 if bool((values < best - 1e-3 * best.abs()).any()) else since_best + 1
-            better = values < best
-            if bool(better.any()):
-                best = torch.where(better, values, best)
-                if not robust:  # a sampled (robust) objective is noisy: the final iterate is kept instead
-                    best_delta[better.to(delta.device)] = delta.detach()[better.to(delta.device)]
-            loss = (obj + mu.to(obj.device) * lp / budget.budget).sum()
-        elif s.method == "glaze":
-            best = torch.minimum(best, values)
-            loss = (obj + GLAZE_ALPHA * torch.relu(lp - budget.budget)).sum()
-        else:
-            best = torch.minimum(best, values)
-            loss = obj.sum()
+        loss = method.loss(delta, obj, lp, values)
         history.append(float(values.mean()))
-
-        if delta.grad is not None:
-            delta.grad = None
+        delta.grad = None
         loss.backward()
         with torch.no_grad():
-            if s.method == "pgd":
-                delta -= step_size * delta.grad.sign()
-                delta.clamp_(-eps, eps)
-                run.project_box(delta)
-            elif s.method == "glaze":
-                adam.step()
-                run.project_box(delta)
-            else:
-                for group in adam.param_groups:
-                    group["lr"] = _cosine(progress, lr0, lr0 * 0.05)
-                adam.step()
-                run.project_box(delta)
-                measured = run.measure(delta)
-                overshoot = measured > inner
-                # dual update of the LPIPS multiplier: up while steps leave the budget, down inside
-                mu = torch.where(overshoot, torch.clamp(mu * MU_UP, min=MU_FLOOR), mu * MU_DOWN)
-                if bool(overshoot.any()):
-                    run.shrink_to(delta, inner, values=measured)
+            method.step(delta)
         step += 1
         last_step_time = time.perf_counter() - t0
-
         if callback is not None:
+            lp_value = float(lp.detach().max()) if lp is not None else float("nan")
             info = StepInfo(step, s.steps, time.perf_counter() - start, s.seconds, float(values.mean()), lp_value,
-                            float(best.mean()))
+                            float(method.best.mean()))
             if callback(info) is False:
                 stopped = "cancelled"
                 break
-        if s.method == "fixative" and s.patience and since_best >= s.patience and not robust:
+        if method.converged():
             stopped = "early-stop"
             break
-
-    if s.method == "fixative" and robust:
-        result = delta.detach().clone()
-    elif s.method == "fixative":
-        # the final iterate has not been scored yet
-        with torch.no_grad():
-            obj, _ = run.forward(delta, with_lpips=False)
-        better = obj.cpu() < best
-        best = torch.where(better, obj.cpu(), best)
-        best_delta[better.to(delta.device)] = delta.detach()[better.to(delta.device)]
-        result = best_delta
-    else:
-        result = delta.detach().clone()
-    best_obj = float(best.mean())
+    result = method.result(delta)
+    best_obj = float(method.best.mean())
     seconds = time.perf_counter() - start
     log.debug("%s: %d steps in %.1f s (%s), best objective %.4f", s.method, step, seconds, stopped, best_obj)
     return SearchOutcome(result, step, seconds, stopped, best_obj, history)

@@ -18,6 +18,9 @@ The countermeasures, applied in this order, each with its own probability and ra
   gradient; the result is rounded to 8 bits like a decoded file;
 - ``vae``: an encode-decode pass through an autoencoder (the first encoder that can decode).
 
+Each is a link of :data:`fixative.core.countermeasures.CHAIN` (a module whose parameter draw is apart from
+its application); a :class:`Draw` holds one draw of every link, and :class:`Sampler` makes them.
+
 Presets (``--robust``): ``off`` (no EOT), ``web`` (what platforms do: JPEG 50-95, resizing,
 light noise and blur, small shifts) and ``strong`` (more samples per step and stronger noise,
 blur and resizing, plus the encode-decode pass). :func:`settings_for` turns a name into
@@ -26,15 +29,16 @@ blur and resizing, plus the encode-decode pass). :func:`settings_for` turns a na
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from fixative.core.countermeasures import CHAIN, ChainLink
+from fixative.core.jpeg import jpeg, quant_table, quantize_ste, round_ste  # noqa: F401 (re-exported)
+from fixative.core.transforms import down_up, gaussian_blur, resize  # noqa: F401 (re-exported)
 from fixative.defaults import DEFAULT_ROBUST, ROBUST_LEVELS  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError
 
@@ -73,24 +77,13 @@ class RobustSettings:
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise ConfigError(f"robust samples per step must be at least 1, got {self.samples}")
-        for key in ("jpeg_prob", "resize_prob", "noise_prob", "blur_prob", "shift_prob", "vae_prob"):
-            value = getattr(self, key)
-            if not 0 <= value <= 1:
-                raise ConfigError(f"robust {key} must be in [0, 1], got {value}")
-        ranges = {"jpeg_quality": (1, 100), "resize_factor": (0.05, 1.0), "noise_sigma": (0.0, 1.0),
-                  "blur_sigma": (0.0, 20.0)}
-        for key, (lo, hi) in ranges.items():
-            a, b = getattr(self, key)
-            if not lo <= a <= b <= hi:
-                raise ConfigError(f"robust {key} must be a range (low, high) within [{lo}, {hi}], got {(a, b)}")
-        if self.shift_max < 0:
-            raise ConfigError(f"robust shift_max must be >= 0 px, got {self.shift_max}")
+        for link in CHAIN:
+            link.check(self)
 
     @property
     def active(self) -> bool:
         """True when at least one countermeasure can be drawn."""
-        return any(getattr(self, k) > 0 for k in
-                   ("jpeg_prob", "resize_prob", "noise_prob", "blur_prob", "shift_prob", "vae_prob"))
+        return any(getattr(self, link.probability) > 0 for link in CHAIN)
 
     def describe(self) -> dict:
         """JSON-ready fields (for records and the settings hash)."""
@@ -130,185 +123,75 @@ def settings_for(level: str | RobustSettings | None) -> RobustSettings | None:
     return PRESETS[level]
 
 
-# --- the differentiable transforms ----------------------------------------------------------------
-
-
-def round_ste(x: Tensor) -> Tensor:
-    """Exact rounding forward, identity gradient backward (straight-through estimator)."""
-    return x + (torch.round(x) - x).detach()
-
-
-def quantize_ste(image: Tensor, levels: int = 255) -> Tensor:
-    """Round [0,1] pixels to ``levels`` steps, straight-through (what saving to a file does)."""
-    return round_ste(image.clamp(0, 1) * levels) / levels
-
-
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur (reflect padding), kernel radius ceil(3 sigma), sigma in px; differentiable."""
-    radius = max(1, math.ceil(3 * sigma))
-    coords = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
-    k = torch.exp(-(coords**2) / (2 * max(sigma, 1e-6) ** 2))
-    k = (k / k.sum()).to(images.dtype)
-    c = images.shape[1]
-    pad_h, pad_w = min(radius, images.shape[-2] - 1), min(radius, images.shape[-1] - 1)
-    x = F.pad(images, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w > 0 else "replicate")
-    x = F.conv2d(x, k[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, pad_h, pad_h), mode="reflect" if pad_h > 0 else "replicate")
-    return F.conv2d(x, k[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def resize(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bicubic resize (antialiased when shrinking), differentiable."""
-    down = size[0] < images.shape[-2] or size[1] < images.shape[-1]
-    return F.interpolate(images, size=size, mode="bicubic", antialias=down, align_corners=False)
-
-
-def down_up(images: Tensor, factor: float) -> Tensor:
-    """Downscale by ``factor`` (0-1) and upscale back to the input size (bicubic)."""
-    h, w = images.shape[-2:]
-    small = (max(1, round(h * factor)), max(1, round(w * factor)))
-    if small == (h, w):
-        return images
-    return resize(resize(images, small), (h, w))
-
-
-# the IJG (libjpeg) example tables, Annex K of ITU-T T.81
-_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-         14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-         49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-_CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-           47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
-
-
-def quant_table(quality: int, chroma: bool = False) -> Tensor:
-    """The 8x8 quantisation table libjpeg uses at ``quality`` (1-100), as float32."""
-    quality = int(min(100, max(1, quality)))
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    base = torch.tensor(_CHROMA if chroma else _LUMA, dtype=torch.float64).view(8, 8)
-    return torch.floor((base * scale + 50) / 100).clamp(1, 255).float()
-
-
-@lru_cache(maxsize=1)
-def _dct_matrix() -> Tensor:
-    """Orthonormal 8-point DCT-II matrix D (coefficients = D @ block @ D.T)."""
-    n = torch.arange(8, dtype=torch.float64)
-    d = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
-    d[0] /= math.sqrt(2)
-    return d.float()
-
-
-def _blocks_quantize(plane: Tensor, table: Tensor) -> Tensor:
-    """DCT, quantise (straight-through rounding), dequantise and inverse DCT of 8x8 blocks.
-
-    ``plane``: N x H x W, level-shifted (-128), H and W multiples of 8."""
-    n, h, w = plane.shape
-    d = _dct_matrix().to(plane.device, plane.dtype)
-    q = table.to(plane.device, plane.dtype)
-    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
-    coef = d @ blocks @ d.T
-    coef = round_ste(coef / q) * q
-    back = d.T @ coef @ d
-    return back.permute(0, 1, 3, 2, 4).reshape(n, h, w)
-
-
-def jpeg(images: Tensor, quality: int, subsampling: bool = True) -> Tensor:
-    """Differentiable JPEG compress-decompress of [0,1] images (N x 3 x H x W) at ``quality`` (1-100).
-
-    Baseline JPEG as libjpeg (and so PIL) does it: JFIF YCbCr, 4:2:0 chroma subsampling when
-    ``subsampling`` (2x2 averaging; decoded with libjpeg's "fancy" triangular upsampling, i.e.
-    bilinear), 8x8 DCT, the IJG tables scaled to ``quality``, rounding; the decoded pixels are
-    rounded to 8 bits. Rounding is exact in the forward pass and straight-through backwards, so
-    the forward result is within about one level of PIL's decoder (which uses integer DCTs).
-    """
-    if images.shape[1] != 3:
-        raise ConfigError(f"JPEG needs RGB images (N x 3 x H x W), got {tuple(images.shape)}")
-    x = images.float().clamp(0, 1) * 255
-    h, w = x.shape[-2:]
-    mult = 16 if subsampling else 8
-    ph, pw = (-h) % mult, (-w) % mult
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
-    chroma = torch.stack([cb, cr], dim=1)
-    if subsampling:
-        chroma = F.avg_pool2d(chroma, 2)
-    n = x.shape[0]
-    y = _blocks_quantize(y - 128, quant_table(quality)) + 128
-    ch, cw = chroma.shape[-2:]
-    c = _blocks_quantize(chroma.reshape(n * 2, ch, cw) - 128, quant_table(quality, chroma=True)).reshape(
-        n, 2, ch, cw) + 128
-    if subsampling:
-        c = F.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False)
-    cb, cr = c[:, 0] - 128, c[:, 1] - 128
-    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], dim=1)
-    rgb = rgb[..., :h, :w] / 255
-    return quantize_ste(rgb).to(images.dtype)
-
-
 # --- drawing a chain -------------------------------------------------------------------------------
 
+_FIELDS: dict[str, Any] = {name: value for link in CHAIN for name, value in link.fields.items()}
 
-@dataclass(frozen=True)
+
 class Draw:
-    """One drawn chain of countermeasures with its parameters (None = that step is skipped).
+    """One drawn chain of countermeasures: the parameters of every link of :data:`CHAIN`, by the links'
+    field names (``Draw(jpeg=60, shift=(1, 2))``; an omitted link is skipped). Compares by value.
 
     ``shift`` is geometric: the reference image the objective compares with (the target, or the
     original for "away") must be shifted the same way, see :meth:`geometry`.
     """
 
-    shift: tuple[int, int] | None = None
-    blur: float | None = None
-    noise: float | None = None
-    noise_seed: int = 0
-    resize: float | None = None
-    jpeg: int | None = None
-    subsampling: bool = True
-    vae: bool = False
+    __slots__ = ("params",)
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown countermeasure parameters {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+        object.__setattr__(self, "params", {**_FIELDS, **params})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "params")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Draw is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Draw) and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.params.items()))
+
+    def __repr__(self) -> str:
+        return f"Draw({self.describe()})"
+
+    def __reduce__(self):
+        return (_draw, (dict(self.params),))
+
+    def _applied(self, autoencoder: Callable[[Tensor], Tensor] | None = None) -> list[ChainLink]:
+        return [link for link in (cls(autoencoder=autoencoder) for cls in CHAIN) if link.applies(self.params)]
 
     @property
     def identity(self) -> bool:
-        return all(v is None for v in (self.shift, self.blur, self.noise, self.resize, self.jpeg)) and not self.vae
+        return not self._applied()
 
     def geometry(self, images: Tensor) -> Tensor:
         """Only the geometric part (the shift): what the reference goes through."""
-        if self.shift is None:
-            return images
-        return torch.roll(images, shifts=self.shift, dims=(-2, -1))
+        for link in self._applied():
+            if link.geometric:
+                images = link.apply_transform(images, self.params)
+        return images
 
     def apply(self, images: Tensor, autoencoder: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """The whole chain on [0,1] images; differentiable. ``autoencoder``: x -> D(E(x)) for ``vae``."""
-        x = self.geometry(images)
-        if self.blur is not None:
-            x = gaussian_blur(x, self.blur)
-        if self.noise is not None:
-            g = torch.Generator().manual_seed(self.noise_seed)
-            x = x + (torch.randn(x.shape, generator=g) * self.noise).to(x.device, x.dtype)
-        if self.resize is not None:
-            x = down_up(x.clamp(0, 1), self.resize)
-        if self.jpeg is not None:
-            x = jpeg(x, self.jpeg, self.subsampling)
-        if self.vae and autoencoder is not None:
-            x = autoencoder(x.clamp(0, 1))
+        x = images
+        for link in self._applied(autoencoder):
+            x = link.apply_transform(x, self.params)
         return x.clamp(0, 1)
 
     def describe(self) -> str:
-        parts = []
-        if self.shift is not None:
-            parts.append(f"shift {self.shift}")
-        if self.blur is not None:
-            parts.append(f"blur {self.blur:.2f}")
-        if self.noise is not None:
-            parts.append(f"noise {self.noise:.3f}")
-        if self.resize is not None:
-            parts.append(f"resize x{self.resize:.2f}")
-        if self.jpeg is not None:
-            parts.append(f"jpeg q{self.jpeg}" + ("" if self.subsampling else " 4:4:4"))
-        if self.vae:
-            parts.append("encode-decode")
-        return " -> ".join(parts) or "identity"
+        return " -> ".join(link.label(self.params) for link in self._applied()) or "identity"
+
+
+def _draw(params: dict[str, Any]) -> Draw:
+    return Draw(**params)
 
 
 class Sampler:
@@ -322,39 +205,13 @@ class Sampler:
         self.settings = settings
         self.generator = torch.Generator().manual_seed(int(seed) * 7919 + 17)
         self.can_decode = can_decode
-
-    def _u(self) -> float:
-        return float(torch.rand((), generator=self.generator))
-
-    def _range(self, bounds: tuple[float, float]) -> float:
-        lo, hi = bounds
-        return lo + (hi - lo) * self._u()
+        self.links = [cls(settings, can_decode=can_decode) for cls in CHAIN]
 
     def draw(self) -> Draw:
-        s = self.settings
-        # every random number is drawn whether or not it is used, so one change of a probability does
-        # not shift the rest of the sequence
-        shift_on, sy, sx = self._u() < s.shift_prob, self._u(), self._u()
-        blur_on, blur = self._u() < s.blur_prob, self._range(s.blur_sigma)
-        noise_on, noise = self._u() < s.noise_prob, self._range(s.noise_sigma)
-        noise_seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))
-        resize_on, factor = self._u() < s.resize_prob, self._range(s.resize_factor)
-        jpeg_on, quality = self._u() < s.jpeg_prob, self._range((s.jpeg_quality[0], s.jpeg_quality[1] + 0.999))
-        vae_on = self._u() < s.vae_prob
-        m = s.shift_max
-        shift = (int(sy * (2 * m + 1)) - m, int(sx * (2 * m + 1)) - m) if shift_on and m > 0 else None
-        if shift == (0, 0):
-            shift = None
-        return Draw(
-            shift=shift,
-            blur=blur if blur_on and blur > 0 else None,
-            noise=noise if noise_on and noise > 0 else None,
-            noise_seed=noise_seed,
-            resize=factor if resize_on and factor < 1 else None,
-            jpeg=int(quality) if jpeg_on else None,
-            subsampling=s.jpeg_subsampling,
-            vae=vae_on and self.can_decode,
-        )
+        params: dict[str, Any] = {}
+        for link in self.links:
+            params.update(link.generate_parameters(torch.Size(), self.generator))
+        return Draw(**params)
 
     def draws(self) -> list[Draw]:
         """One step's draws (``settings.samples`` of them)."""

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from fixative.core.robust import resize
+from fixative.core.transforms import resize
 from fixative.defaults import DEFAULT_VIEWS, VIEW_LEVELS  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError
 
