@@ -21,6 +21,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 
 from fixative.errors import FixativeError
+from fixative.models.hub import hub_error_detail
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,7 @@ def fetch_hub(repo_id: str, patterns: Sequence[str], *, local_dir: Path | None =
                                  local_dir=str(local_dir) if local_dir else None,
                                  cache_dir=str(cache_dir) if cache_dir else None)
     except Exception as exc:  # network, 401/403 gated, 404, disk full ...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DownloadError(f"{repo_id}: the hub download failed ({type(exc).__name__}: {first})") from None
+        raise DownloadError(f"{repo_id}: the hub download failed ({hub_error_detail(exc)})") from None
     return Path(path)
 
 
