@@ -362,7 +362,7 @@ def atomic_save(image: Image.Image, dest: Path, **save_args) -> None:
     """Save a Pillow image via a temporary file in the same folder, then rename over ``dest``."""
     buffer = io.BytesIO()
     image.save(buffer, **save_args)
-    from fixative.files.formats import atomic_write
+    from fixative.files.atomic import atomic_write
 
     atomic_write(Path(dest), buffer.getvalue())
 
@@ -371,7 +371,8 @@ def save_png(
     dest: str | Path, rgb: Tensor, alpha: np.ndarray | None = None, info: dict | None = None, bits: int = 8
 ) -> Path:
     """Write a lossless PNG (8 or 16 bits; RGB, or RGBA with the exact alpha) atomically, with metadata."""
-    from fixative.files.formats import atomic_write, encode_image
+    from fixative.files.atomic import atomic_write
+    from fixative.files.formats import encode_image
 
     dest = Path(dest)
     atomic_write(dest, encode_image(rgb, alpha, fmt="png", bits=bits, info=info))

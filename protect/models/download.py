@@ -21,6 +21,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 
 from fixative.errors import FixativeError
+from fixative.files.atomic import atomic_path
 from fixative.models.hub import hub_error_detail
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,6 @@ def vgg16_features(source: Path, dest: Path) -> Path:
     features = {k: v.contiguous() for k, v in state.items() if k.startswith("features.")}
     if not features:
         raise DownloadError(f"{source} holds no 'features.*' tensors: not a torchvision VGG16 checkpoint")
-    tmp = dest.with_name(dest.name + ".tmp")
-    save_file(features, str(tmp))
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        save_file(features, str(tmp))
     return dest

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fixative import __version__
-from fixative.files.formats import atomic_write
+from fixative.files.atomic import atomic_write
 from fixative.provenance.records import (
     looks_like_record,
     now,

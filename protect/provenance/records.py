@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fixative.files.formats import atomic_write
+from fixative.files.atomic import atomic_write
 
 RECORD_VERSION = 1
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")
