@@ -62,7 +62,7 @@ def test_search_dirs_dedupes_and_skips_absent_checkout(tmp_path: Path, monkeypat
 
 def test_checkout_models_dir_is_beside_the_package() -> None:
     found = checkout_models_dir()
-    expected = Path(store_mod.__file__).resolve().parent.parent / "models"
+    expected = Path(store_mod.__file__).resolve().parents[2] / "models"  # the checkout root, beside protect/
     assert found == (expected if expected.is_dir() else None)
 
 

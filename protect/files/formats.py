@@ -1,7 +1,7 @@
 """Writing protected images: lossless PNG (default), lossless WebP, TIFF, and JPEG on request.
 
 Every writer encodes into memory first (:func:`encode_image` returns bytes, so that the
-output's SHA-256 is known before anything touches the disk), then :func:`atomic_write` puts the
+output's SHA-256 is known before anything touches the disk), then :func:`~fixative.files.atomic.atomic_write` puts the
 bytes in a temporary file beside the destination, flushes them to disk and renames it over the
 destination: a reader, or a run killed at any moment, never sees half a file.
 
@@ -15,15 +15,9 @@ first IFD, since ``tifffile`` writes no EXIF sub-IFD.
 
 from __future__ import annotations
 
-import glob
 import io
-import os
-import re
 import struct
-import tempfile
-import time
 import zlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +25,14 @@ from PIL import Image
 
 from fixative.defaults import DEFAULT_JPEG_QUALITY, OUTPUT_FORMATS  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError, InputImageError
+from fixative.files.atomic import (  # noqa: F401 (re-exported: the writers' one atomic write)
+    STALE_SECONDS,
+    _host,
+    atomic_write,
+    is_stale_temporary,
+    remove_stale_temporaries,
+    temporary_prefix,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -195,120 +197,6 @@ def encode_image(
         return _png16(pixels, info) if fmt == "png" else _tiff16(pixels, info)
     image = Image.fromarray(pixels, "RGBA" if pixels.shape[2] == 4 else "RGB")
     return _pil_bytes(image, fmt, info, quality)
-
-
-#: a temporary file whose writer cannot be checked (another machine's, or a reused pid) is stale after this long
-STALE_SECONDS = 3600.0
-
-
-def _host() -> str:
-    """This machine's name, reduced to letters, digits and ``-`` (it goes into temporary file names)."""
-    import socket
-
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-
-
-def temporary_prefix(dest: Path) -> str:
-    """Name prefix of ``dest``'s temporary files (hidden, in the same folder, ending ``.part``)."""
-    return f".{dest.name}."
-
-
-def _owner_prefix(dest: Path) -> str:
-    """The prefix of this process's temporary files for ``dest``: ``.NAME.HOST.PID.`` (then random, ``.part``)."""
-    return f"{temporary_prefix(dest)}{_host()}.{os.getpid()}."
-
-
-def atomic_write(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` atomically: a temporary file beside it, fsync, then rename.
-
-    The temporary file is named after this machine and process (``.NAME.HOST.PID.xxxxxxxx.part``) so that
-    another run cleaning up never takes it for a leftover (see :func:`remove_stale_temporaries`).
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_owner_prefix(dest), suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; a saved file gets the usual permissions
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
-
-
-def _new_file_mode() -> int:
-    """The permissions a plain ``open(..., "w")`` would give a new file (0666 less the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if process ``pid`` runs on this machine (POSIX; on Windows, where signal 0 is Ctrl+C, always True)."""
-    if os.name == "nt":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def is_stale_temporary(path: Path, dest: Path) -> bool:
-    """Whether ``path``, one of ``dest``'s temporary files, was left by a run that is gone.
-
-    A file written by a process of this machine is stale when that process is no longer running; one of
-    another machine (a shared disk) when it is older than :data:`STALE_SECONDS`; one without a writer
-    in its name (an older version's) always.
-    """
-    middle = path.name[len(temporary_prefix(dest)) : -len(".part")]
-    parts = middle.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
-        return True
-    host, pid = parts[0], int(parts[1])
-    if host == _host() and pid != os.getpid() and not _pid_alive(pid):
-        return True
-    try:
-        return time.time() - path.stat().st_mtime > STALE_SECONDS
-    except OSError:
-        return False
-
-
-def remove_stale_temporaries(dest: Path) -> int:
-    """Delete temporary files that a killed run left for ``dest``; returns how many.
-
-    Files of runs still going (this machine's live processes, and recent ones of other machines) are left
-    alone: two runs on one folder never delete each other's files.
-    """
-    removed = 0
-    if dest.parent.is_dir():
-        for stale in dest.parent.glob(glob.escape(temporary_prefix(dest)) + "*.part"):
-            if is_stale_temporary(stale, dest):
-                stale.unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 def decode_rgb(data: bytes) -> Tensor:

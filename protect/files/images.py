@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +35,18 @@ from PIL import Image, UnidentifiedImageError
 
 from fixative.defaults import MAX_PIXELS  # noqa: F401 (re-exported)
 from fixative.errors import InputImageError
+from fixative.files.bits16 import png_bit_depth, read_png16, read_tiff16, split16
+from fixative.files.metadata import (  # noqa: F401 (re-exported)
+    EXIF_HEADER,
+    ORIENTATION_TAG,
+    exif_of,
+    icc_colour_space,
+    orientation_of,
+    reset_exif_orientation,
+    reset_xmp_orientation,
+    srgb_profile,
+    xmp_of,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -48,15 +59,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".t
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 _plugins_registered = False
-
-ORIENTATION_TAG = 0x0112
-EXIF_HEADER = b"Exif\x00\x00"
-#: TIFF tags that describe a TIFF file's own layout: never carried into another file's EXIF
-_TIFF_LAYOUT_TAGS = {
-    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291, 292, 293,
-    317, 318, 319, 320, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 512, 513, 514, 529, 530,
-    531, 532, 700, 33723, 34377, 34675, 37724,
-}
 
 
 @dataclass
@@ -212,96 +214,6 @@ def _open(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return img
 
 
-# --- metadata ----------------------------------------------------------------------------------
-
-
-def reset_exif_orientation(exif: bytes) -> bytes:
-    """EXIF bytes (``Exif\\0\\0`` + TIFF structure) with the IFD0 orientation set to 1; all else byte-identical."""
-    body = exif[len(EXIF_HEADER) :] if exif.startswith(EXIF_HEADER) else exif
-    prefix = exif[: len(exif) - len(body)]
-    if len(body) < 8 or body[:2] not in (b"II", b"MM"):
-        return exif
-    end = "<" if body[:2] == b"II" else ">"
-    try:
-        (offset,) = struct.unpack(end + "I", body[4:8])
-        (count,) = struct.unpack(end + "H", body[offset : offset + 2])
-        data = bytearray(body)
-        for i in range(count):
-            entry = offset + 2 + 12 * i
-            tag, kind = struct.unpack(end + "HH", data[entry : entry + 4])
-            if tag == ORIENTATION_TAG and kind == 3:  # SHORT, stored in the entry itself
-                data[entry + 8 : entry + 10] = struct.pack(end + "H", 1)
-                return prefix + bytes(data)
-    except struct.error:
-        return exif
-    return exif
-
-
-_XMP_ORIENTATION = (
-    re.compile(rb'(tiff:Orientation\s*=\s*["\'])\d(["\'])'),
-    re.compile(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)"),
-)
-
-
-def reset_xmp_orientation(xmp: bytes) -> bytes:
-    """XMP with ``tiff:Orientation`` set to 1 (attribute or element form)."""
-    for rx in _XMP_ORIENTATION:
-        xmp = rx.sub(rb"\g<1>1\g<2>", xmp)
-    return xmp
-
-
-def _exif_of(img: Image.Image) -> bytes | None:
-    if img.format == "TIFF":
-        # a TIFF's EXIF is its own first IFD: keep the descriptive tags, not the file's layout
-        exif = img.getexif()
-        for sub in (0x8769, 0x8825):  # Exif and GPS IFDs: load them so that they are written out
-            if sub in exif:
-                exif.get_ifd(sub)
-        for tag in list(exif):
-            if tag in _TIFF_LAYOUT_TAGS:
-                del exif[tag]
-        return exif.tobytes() if len(exif) else None
-    raw = img.info.get("exif")
-    if not raw:
-        return None
-    return raw if raw.startswith(EXIF_HEADER) else EXIF_HEADER + raw
-
-
-def _xmp_of(img: Image.Image) -> bytes | None:
-    xmp = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp")
-    if not xmp and img.format == "TIFF":
-        xmp = getattr(img, "tag_v2", {}).get(700)
-    if not xmp:
-        return None
-    if isinstance(xmp, str):
-        xmp = xmp.encode("utf-8")
-    if isinstance(xmp, tuple):  # some Pillow versions give TIFF byte tags as tuples
-        xmp = bytes(xmp)
-    return bytes(xmp)
-
-
-def _orientation_of(img: Image.Image) -> int:
-    try:
-        value = int(img.getexif().get(ORIENTATION_TAG, 1))
-    except Exception:  # unreadable EXIF: treat as upright
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def icc_colour_space(profile: bytes | None) -> str | None:
-    """The colour space of an ICC profile ("RGB", "GRAY", "CMYK", ...), or None."""
-    if not profile or len(profile) < 20:
-        return None
-    return profile[16:20].decode("ascii", "replace").strip()
-
-
-def srgb_profile() -> bytes:
-    """An sRGB ICC profile (made by Pillow's littleCMS), for outputs converted from CMYK."""
-    from PIL import ImageCms
-
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
 # --- pixels ------------------------------------------------------------------------------------
 
 
@@ -318,70 +230,6 @@ def orient(array: np.ndarray, orientation: int) -> np.ndarray:
         8: lambda a: a.swapaxes(0, 1)[::-1],
     }
     return np.ascontiguousarray(ops.get(orientation, ops[1])(array))
-
-
-def _png_bit_depth(path: Path) -> int:
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    return head[24] if len(head) >= 26 and head[12:16] == b"IHDR" else 8
-
-
-def _read_png16(path: Path) -> tuple[np.ndarray, str]:
-    import imagecodecs
-
-    try:
-        arr = imagecodecs.png_decode(path.read_bytes())
-    except Exception as exc:
-        raise InputImageError(f"{path}: the image is damaged or truncated ({exc})") from exc
-    if arr.ndim == 2:
-        return arr, "L;16"
-    return arr, {1: "L;16", 2: "LA;16", 3: "RGB;16"}.get(arr.shape[2], "RGBA;16")
-
-
-def _read_tiff16(path: Path) -> tuple[np.ndarray, str, list[str]]:
-    import tifffile
-
-    notes: list[str] = []
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            arr = page.asarray()
-            photometric = int(page.photometric)
-            planar = int(page.planarconfig)
-    except Exception as exc:
-        raise InputImageError(f"{path}: the image is damaged or truncated ({exc})") from exc
-    if arr.dtype.kind == "f":
-        raise InputImageError(f"{path}: floating-point TIFF ({arr.dtype}) is not supported; export 8 or 16 bits")
-    if arr.dtype != np.uint16:
-        raise InputImageError(f"{path}: {arr.dtype} TIFF samples are not supported; export 8 or 16 bits")
-    if arr.ndim == 3 and planar == 2:  # separate planes: (S, H, W) -> (H, W, S)
-        arr = np.moveaxis(arr, 0, -1)
-    if photometric == 0:  # min-is-white
-        arr = 65535 - arr
-    if photometric == 5:  # separated (CMYK): naive conversion, no profile at 16 bits
-        c, m, y, k = (arr[..., i].astype(np.float64) / 65535 for i in range(4))
-        rgb = np.stack([(1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k)], axis=-1)
-        arr = np.concatenate([(rgb * 65535 + 0.5).astype(np.uint16), arr[..., 4:]], axis=-1)
-        notes.append("16-bit CMYK converted to RGB without a colour profile")
-    channels = 1 if arr.ndim == 2 else arr.shape[2]
-    if arr.ndim == 3 and channels == 1:
-        arr = arr[..., 0]
-    mode = {1: "L;16", 2: "LA;16", 3: "RGB;16"}.get(channels, "RGBA;16")
-    if channels > 4:
-        notes.append(f"{channels - 4} extra channels beyond RGBA dropped")
-        arr = arr[..., :4]
-    return arr, mode, notes
-
-
-def _split16(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """16-bit HxW[xC] (grey, grey+alpha, RGB, RGBA) -> (HxWx3 uint16 colour, alpha or None)."""
-    if arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2), None
-    if arr.shape[2] == 2:
-        return np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy()
-    if arr.shape[2] == 4:
-        return arr[..., :3], arr[..., 3].copy()
-    return arr[..., :3], None
 
 
 def _pil_pixels(img: Image.Image, path: Path, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -429,26 +277,9 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
     notes: list[str] = []
     try:
         with img:
-            fmt = img.format or ""
-            orientation = _orientation_of(img)
-            bits16_png = fmt == "PNG" and _png_bit_depth(path) == 16
-            bps = getattr(img, "tag_v2", {}).get(258, (8,)) if fmt == "TIFF" else (8,)
-            bits16_tiff = fmt == "TIFF" and max(bps if isinstance(bps, tuple) else (bps,)) > 8
-            if bits16_png or bits16_tiff:
-                arr, mode, more = (*_read_png16(path), []) if bits16_png else _read_tiff16(path)
-                notes += more
-                colour, alpha = _split16(arr)
-                bits = 16
-            else:
-                mode = img.mode
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # palette-transparency chatter
-                    img.load()
-                colour, alpha, bits = _pil_pixels(img, path, notes)
-            icc = img.info.get("icc_profile")
-            exif = _exif_of(img)
-            xmp = _xmp_of(img)
-            dpi = img.info.get("dpi")
+            colour, alpha, bits, mode = _decode(img, path, notes)
+            fmt, orientation = img.format or "", orientation_of(img)
+            icc, exif, xmp, dpi = img.info.get("icc_profile"), exif_of(img), xmp_of(img), img.info.get("dpi")
     except InputImageError:
         raise
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
@@ -456,6 +287,40 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
     except MemoryError as exc:
         raise InputImageError(f"{path}: not enough memory to decode this image") from exc
 
+    if orientation != 1:
+        colour = orient(colour, orientation)
+        alpha = orient(alpha, orientation) if alpha is not None else None
+    info = _output_info(icc, exif, xmp, dpi, orientation, notes)
+    scale = 65535.0 if colour.dtype == np.uint16 else 255.0
+    rgb = colour.astype(np.float32) / scale
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].contiguous()
+    return LoadedImage(path, tensor, alpha, bits, mode, info, fmt, orientation, notes)
+
+
+def _decode(img: Image.Image, path: Path, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None, int, str]:
+    """(HxWx3 colour, alpha or None, bits, mode) of an opened image: 16-bit PNG and TIFF without Pillow."""
+    fmt = img.format or ""
+    bits16_png = fmt == "PNG" and png_bit_depth(path) == 16
+    bps = getattr(img, "tag_v2", {}).get(258, (8,)) if fmt == "TIFF" else (8,)
+    bits16_tiff = fmt == "TIFF" and max(bps if isinstance(bps, tuple) else (bps,)) > 8
+    if bits16_png or bits16_tiff:
+        arr, mode, more = (*read_png16(path), []) if bits16_png else read_tiff16(path)
+        notes += more
+        colour, alpha = split16(arr)
+        return colour, alpha, 16, mode
+    mode = img.mode  # as the file has it (before loading)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # palette-transparency chatter
+        img.load()
+    colour, alpha, bits = _pil_pixels(img, path, notes)
+    return colour, alpha, bits, mode
+
+
+def _output_info(icc: bytes | None, exif: bytes | None, xmp: bytes | None, dpi, orientation: int,
+                 notes: list[str]) -> dict:
+    """The metadata kept for the output (orientation reset to 1), with notes on what was converted or dropped."""
     space = icc_colour_space(icc)
     if space == "CMYK":
         icc = srgb_profile() if any("through the file's ICC profile" in n for n in notes) else None
@@ -463,8 +328,6 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
         notes.append(f"{space} ICC profile not carried (the output is RGB)")
         icc = None
     if orientation != 1:
-        colour = orient(colour, orientation)
-        alpha = orient(alpha, orientation) if alpha is not None else None
         notes.append(f"EXIF orientation {orientation} applied; the output's orientation tag is reset to 1")
     info: dict = {}
     if icc:
@@ -475,12 +338,7 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
         info["xmp"] = reset_xmp_orientation(xmp)
     if dpi:
         info["dpi"] = tuple(float(d) for d in dpi)
-    scale = 65535.0 if colour.dtype == np.uint16 else 255.0
-    rgb = colour.astype(np.float32) / scale
-    import torch
-
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].contiguous()
-    return LoadedImage(path, tensor, alpha, bits, mode, info, fmt, orientation, notes)
+    return info
 
 
 def load_target(path: str | Path, size: tuple[int, int]) -> Tensor:
@@ -504,7 +362,7 @@ def atomic_save(image: Image.Image, dest: Path, **save_args) -> None:
     """Save a Pillow image via a temporary file in the same folder, then rename over ``dest``."""
     buffer = io.BytesIO()
     image.save(buffer, **save_args)
-    from fixative.files.formats import atomic_write
+    from fixative.files.atomic import atomic_write
 
     atomic_write(Path(dest), buffer.getvalue())
 
@@ -513,7 +371,8 @@ def save_png(
     dest: str | Path, rgb: Tensor, alpha: np.ndarray | None = None, info: dict | None = None, bits: int = 8
 ) -> Path:
     """Write a lossless PNG (8 or 16 bits; RGB, or RGBA with the exact alpha) atomically, with metadata."""
-    from fixative.files.formats import atomic_write, encode_image
+    from fixative.files.atomic import atomic_write
+    from fixative.files.formats import encode_image
 
     dest = Path(dest)
     atomic_write(dest, encode_image(rgb, alpha, fmt="png", bits=bits, info=info))

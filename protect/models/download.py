@@ -21,6 +21,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 
 from fixative.errors import FixativeError
+from fixative.files.atomic import atomic_path
+from fixative.models.hub import hub_error_detail
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +125,7 @@ def fetch_hub(repo_id: str, patterns: Sequence[str], *, local_dir: Path | None =
                                  local_dir=str(local_dir) if local_dir else None,
                                  cache_dir=str(cache_dir) if cache_dir else None)
     except Exception as exc:  # network, 401/403 gated, 404, disk full ...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DownloadError(f"{repo_id}: the hub download failed ({type(exc).__name__}: {first})") from None
+        raise DownloadError(f"{repo_id}: the hub download failed ({hub_error_detail(exc)})") from None
     return Path(path)
 
 
@@ -137,7 +138,6 @@ def vgg16_features(source: Path, dest: Path) -> Path:
     features = {k: v.contiguous() for k, v in state.items() if k.startswith("features.")}
     if not features:
         raise DownloadError(f"{source} holds no 'features.*' tensors: not a torchvision VGG16 checkpoint")
-    tmp = dest.with_name(dest.name + ".tmp")
-    save_file(features, str(tmp))
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        save_file(features, str(tmp))
     return dest

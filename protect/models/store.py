@@ -32,6 +32,7 @@ from pathlib import Path
 import fixative
 from fixative.errors import ModelNotFoundError
 from fixative.models.builtin import BUILTIN_DIR, verified
+from fixative.models.hub import hub_error_detail
 from fixative.userdirs import user_models_dir
 
 ENV_MODELS_DIR = "FIXATIVE_MODELS_DIR"
@@ -226,7 +227,7 @@ class ModelStore:
                 )
             )
         except Exception as exc:  # network, 404, gated, offline cache miss, bad repo id ...
-            self.last_hub_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.last_hub_error = hub_error_detail(exc)
             return None
 
     def hub_model_folder(self, repo_id: str, subfolders: Sequence[str] = ("vae", "")) -> tuple[str, Path] | None:

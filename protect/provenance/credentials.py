@@ -305,8 +305,8 @@ def pixels_sha256(data: bytes) -> str:
 
 def sign_index(folder: Path, index_bytes: bytes, identity: Identity) -> None:
     """Write ``folder/fixative-index.sig``: the index's bytes, their signature and the signer's chain."""
-    from fixative.files.formats import atomic_write
-    from fixative.provenance.manifest import now
+    from fixative.files.atomic import atomic_write_json
+    from fixative.provenance.records import now
 
     envelope = {
         "fixative": __version__,
@@ -318,7 +318,7 @@ def sign_index(folder: Path, index_bytes: bytes, identity: Identity) -> None:
         "signature": base64.b64encode(identity.sign(index_bytes)).decode("ascii"),
         "certificates": identity.chain_pem,
     }
-    atomic_write(folder / INDEX_SIGNATURE_NAME, (json.dumps(envelope, indent=2) + "\n").encode("utf-8"))
+    atomic_write_json(folder / INDEX_SIGNATURE_NAME, envelope)
 
 
 @dataclass

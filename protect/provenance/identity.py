@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fixative.errors import ConfigError
+from fixative.files.atomic import atomic_write_text
 
 log = logging.getLogger("fixative")
 
@@ -186,16 +187,8 @@ def make_chain(name: str, years: int = DEFAULT_YEARS) -> tuple[str, str]:
 
 
 def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to a new file created with ``mode`` (never readable by others, even briefly)."""
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Write ``text`` atomically to a file with ``mode`` (its temporary is 0600: never readable by others)."""
+    atomic_write_text(path, text, encoding="ascii", mode=mode)
 
 
 def create_identity(name: str, folder: Path | None = None, *, years: int = DEFAULT_YEARS,
