@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from fixative import defaults
 from fixative.cli.main import int_at_least
 
 log = logging.getLogger("fixative.eval")
@@ -87,7 +88,7 @@ def _add_strength_inputs(s: argparse.ArgumentParser) -> None:
                         "Fixative's NAME.json beside each protected file, else 'away' mode")
     s.add_argument("--encoder", action="append", dest="encoders", metavar="SPEC",
                    help="encoder to measure in; repeat, and include encoders not used to protect to measure "
-                        "transfer (default: taef2)")
+                        f"transfer (default: {defaults.DEFAULT_ENCODER})")
     s.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report")
     s.add_argument("--classifier", default="auto",
                    help="'auto' (CLIP if found locally, else EfficientNet-Lite0), 'efficientnet_lite0', 'none', "
@@ -115,7 +116,8 @@ def _add_countermeasure_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--upscale-sigma", type=float, default=0.05, help="noise sigma of noisy upscaling (default 0.05)")
     s.add_argument("--no-impress", action="store_true", help="skip IMPRESS purification (the slowest part)")
     s.add_argument("--purifier", metavar="SPEC",
-                   help="autoencoder for IMPRESS (default: the first --encoder with a decoder, else taef2)")
+                   help="autoencoder for IMPRESS (default: the first --encoder with a decoder, else "
+                        f"{defaults.DEFAULT_ENCODER})")
     s.add_argument("--impress-steps", type=_positive_int, default=30, help="IMPRESS optimisation steps (default 30)")
     s.add_argument("--impress-budget", type=float, default=0.05,
                    help="LPIPS bound of the IMPRESS purification (default 0.05)")
@@ -128,10 +130,11 @@ def _add_strength_run_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--no-detectors", action="store_true", help="skip the stealth detectors")
     s.add_argument("--max-side", type=_positive_int, metavar="PX",
                    help="measure images downscaled to this longer side (default: as they are)")
-    s.add_argument("--tile-size", type=_positive_int, default=1024, metavar="PX",
-                   help="larger images are encoded, decoded and purified in cells of this size (default 1024)")
+    s.add_argument("--tile-size", type=_positive_int, default=defaults.DEFAULT_TILE_SIZE, metavar="PX",
+                   help="larger images are encoded, decoded and purified in cells of this size "
+                        f"(default {defaults.DEFAULT_TILE_SIZE})")
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    s.add_argument("--device", default=defaults.DEFAULT_DEVICE, help="auto, cpu, cuda or mps (default auto)")
     s.add_argument("--models-dir", help="where model files are (see models/README.md)")
     s.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
 
@@ -189,12 +192,12 @@ def _measure_set(evaluator, label: str, pairs: list, notes: list[str], out: Path
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     """The training options shared by ``finetune`` and ``mimicry`` (defaults: diffusers' LoRA recipe)."""
-    from fixative.eval.finetune import MIXED_PRECISIONS, FinetuneSettings
+    from fixative.eval.finetune_settings import MIXED_PRECISIONS, FinetuneSettings, TrainMethod
 
     d = FinetuneSettings()
     p.add_argument("--model", required=True, metavar="ID|DIR|FILE",
                    help="Stable Diffusion 1.x/2.x: a hub id, a diffusers pipeline folder or a single checkpoint file")
-    p.add_argument("--method", choices=("lora", "full"), default=d.method,
+    p.add_argument("--method", choices=[m.value for m in TrainMethod], default=d.method,
                    help="LoRA on the UNet attention (default) or full UNet fine-tuning")
     p.add_argument("--rank", type=_positive_int, default=d.rank, help=f"LoRA rank, alpha = rank (default {d.rank})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
@@ -213,13 +216,14 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", type=_positive_int, default=d.keep_checkpoints,
                    help=f"newest checkpoints kept (default {d.keep_checkpoints})")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default=d.mixed_precision,
-                   help="auto: bf16 on GPUs that do it natively, else fp16; none on the CPU")
+                   help="auto: bf16 on GPUs that do it natively, else fp16; none on the CPU. fp32 (or "
+                        "accelerate's word for it, no): none")
     p.add_argument("--gradient-checkpointing", action="store_true", help="less activation memory, ~30%% slower")
     p.add_argument("--seed", type=int, default=d.seed, help="training seed: LoRA init, data order, noise (default 0)")
     p.add_argument("--caption-template", default="{name}",
                    help="with --captions auto and no NAME.txt: the caption made from {name} (file name words) and "
                         "{folder} (default '{name}')")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (accelerate launch sets the GPU)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps (accelerate launch sets the GPU)")
     p.add_argument("--models-dir", help="where model files are (see models/README.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems (and the headline)")
@@ -285,7 +289,8 @@ def _add_mimicry_style_args(m: argparse.ArgumentParser) -> None:
     m.add_argument("--purify", action="append", default=[], metavar="NAME",
                    help="also train on the protected images after this countermeasure: jpeg75, jpeg50, downup, "
                         "noise, blur, noisy_upscale, impress; repeat")
-    m.add_argument("--purifier", metavar="SPEC", help="autoencoder for --purify impress (default taef2)")
+    m.add_argument("--purifier", metavar="SPEC",
+                   help=f"autoencoder for --purify impress (default {defaults.DEFAULT_ENCODER})")
     m.add_argument("--impress-steps", type=_positive_int, default=30, help="IMPRESS steps (default 30)")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fixative import defaults
 from fixative.errors import ConfigError
 from fixative.eval.countermeasures import ImpressSettings
 from fixative.eval.finetune import FinetuneSettings
@@ -44,7 +45,7 @@ def check_strength_args(args: argparse.Namespace) -> None:
 def strength_settings(args: argparse.Namespace, labels: list[str] | None) -> StrengthSettings:
     """The :class:`~fixative.eval.strength.StrengthSettings` of the parsed options."""
     return StrengthSettings(
-        encoders=args.encoders or ["taef2"], models_dir=args.models_dir, device=args.device,
+        encoders=args.encoders or [defaults.DEFAULT_ENCODER], models_dir=args.models_dir, device=args.device,
         classifier=args.classifier, labels=labels, style=not args.no_style, jpeg_qualities=tuple(args.jpeg),
         downup_factor=args.downup, noise_sigma=args.noise_sigma, blur_sigma=args.blur_sigma,
         noisy_upscale_sigma=args.upscale_sigma, upscaler=args.upscaler, impress=not args.no_impress,

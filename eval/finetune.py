@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,14 @@ import torch
 
 from fixative.errors import ConfigError
 from fixative.eval.captions import Example
+from fixative.eval.finetune_settings import (
+    ACCELERATE_PRECISION,
+    MIXED_PRECISIONS,
+    FinetuneResult,
+    FinetuneSettings,
+    TrainMethod,
+    precision_of,
+)
 from fixative.eval.run_folder import (
     LORA_FILE,
     atomic_json,
@@ -61,95 +69,13 @@ from fixative.eval.run_folder import (
 from fixative.eval.training_data import data_fingerprint, file_sha256, load_examples
 from fixative.eval.unet_training import TrainingLoop, encode_frozen, weight_dtype_of
 from fixative.models.store import ModelStore
+from fixative.options import Precision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LORA_FILE", "MIXED_PRECISIONS", "FinetuneResult", "FinetuneSettings", "last_checkpoint",
-           "load_training_pipeline", "make_accelerator", "resolve_mixed_precision", "settings_hash", "train"]
-
-MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
-
-
-@dataclass
-class FinetuneSettings:
-    """How to fine-tune. Step counts are optimizer steps; one step sees
-    ``batch_size x grad_accum x processes`` images.
-
-    - ``model``: a hub id, a diffusers pipeline folder or a single checkpoint file (SD 1.x/2.x).
-    - ``method``: ``"lora"`` (default) or ``"full"`` (every UNet weight trains).
-    - ``rank``: LoRA rank (alpha = rank); ``lr``: AdamW learning rate; ``lr_scheduler``: a diffusers
-      schedule name (``constant``, ``constant_with_warmup``, ``cosine``, ``linear``...), with ``warmup_steps``.
-    - ``resolution``: training side in px (shorter side resized to it, centre crop); a multiple of 8.
-    - ``mixed_precision``: ``auto`` (bf16 on GPUs that do it natively, else fp16; none on the CPU), ``no``,
-      ``fp16``, ``bf16``; ``gradient_checkpointing`` trades compute for activation memory.
-    - ``checkpoint_every``: save a resumable state every N steps (0 = only at the end); ``keep_checkpoints``: how
-      many to keep (the newest).
-    """
-
-    model: str = ""
-    method: str = "lora"
-    rank: int = 4
-    lr: float = 1e-4
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    resolution: int = 512
-    batch_size: int = 1
-    grad_accum: int = 1
-    max_steps: int = 1000
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    device: str = "auto"
-    models_dir: str | None = None
-
-    def check(self) -> None:
-        """Raise :class:`ConfigError` on values that cannot work."""
-        if not self.model:
-            raise ConfigError("--model is required")
-        if self.method not in ("lora", "full"):
-            raise ConfigError(f"--method must be 'lora' or 'full', got {self.method!r}")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ConfigError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISIONS)}")
-        for name in ("rank", "resolution", "batch_size", "grad_accum", "max_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.resolution % 8:
-            raise ConfigError(f"--resolution must be a multiple of 8, got {self.resolution}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
-            raise ConfigError("--checkpoint-every must be >= 0 and --keep-checkpoints >= 1")
-
-    def training_key(self) -> dict:
-        """The settings that change what is learned (``max_steps`` and checkpointing excluded:
-        a run can be extended, and its checkpoints reused)."""
-        skip = {"max_steps", "checkpoint_every", "keep_checkpoints", "device", "models_dir"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
-
-
-@dataclass
-class FinetuneResult:
-    """What a run produced: ``weights`` (the LoRA safetensors file, or the full UNet folder),
-    ``steps`` done, ``resumed_from`` (the checkpoint step it continued from, or None), the loss per
-    step, wall ``seconds`` of this invocation, and ``skipped`` when the run was already complete."""
-
-    out: Path
-    weights: Path
-    method: str
-    steps: int
-    resumed_from: int | None
-    losses: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    skipped: bool = False
-    record: dict = field(default_factory=dict)
-
+__all__ = ["LORA_FILE", "MIXED_PRECISIONS", "FinetuneResult", "FinetuneSettings", "TrainMethod", "last_checkpoint",
+           "load_training_pipeline", "make_accelerator", "precision_of", "resolve_mixed_precision", "settings_hash",
+           "train"]
 
 # --- loading ----------------------------------------------------------------------------------
 
@@ -160,12 +86,14 @@ def settings_hash(settings: FinetuneSettings, fingerprint: str, model_identity: 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def resolve_mixed_precision(name: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on GPUs that do it natively, ``fp16`` on other GPUs, ``no`` on the CPU."""
-    if name != "auto":
-        if name == "fp16" and device.type == "cpu":
-            raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 or no on the CPU")
-        return name
+def resolve_mixed_precision(precision: str | Precision, device: torch.device) -> str:
+    """accelerate's ``mixed_precision`` word for ``precision`` on ``device``: ``auto`` -> ``bf16`` on GPUs
+    that do it natively, ``fp16`` on other GPUs, ``no`` on the CPU; fp32 -> ``no``."""
+    precision = precision_of(precision)
+    if precision != Precision.AUTO:
+        if precision == Precision.FP16 and device.type == "cpu":
+            raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        return ACCELERATE_PRECISION[precision]
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "mps":
@@ -230,8 +158,8 @@ def train(settings: FinetuneSettings, examples: Sequence[Example], out: str | Pa
     model_identity = model_identity or {"model": settings.model}
     shash = settings_hash(settings, fingerprint, model_identity)
     previous = _previous_record(out, shash)
-    weights_path = out / ("lora" if settings.method == "lora" else "unet")
-    weights = weights_path / LORA_FILE if settings.method == "lora" else weights_path
+    weights_path = out / ("lora" if settings.method == TrainMethod.LORA else "unet")
+    weights = weights_path / LORA_FILE if settings.method == TrainMethod.LORA else weights_path
     if _already_done(previous, settings, weights_path):
         log.info("%s: already trained (%d steps); nothing to do", out, settings.max_steps)
         return FinetuneResult(out, weights, settings.method, settings.max_steps, None,
@@ -241,7 +169,7 @@ def train(settings: FinetuneSettings, examples: Sequence[Example], out: str | Pa
     data = encode_frozen(pipe, pixels, [e.caption for e in kept], accelerator.device, weight_dtype)
     del pixels
     loop = TrainingLoop.build(pipe, settings, data, accelerator, weight_dtype)
-    hooks = register_lora_hooks(accelerator) if settings.method == "lora" else []
+    hooks = register_lora_hooks(accelerator) if settings.method == TrainMethod.LORA else []
     start, resumed_from = _resume(accelerator, out, settings)
     losses = read_losses(out / "loss.jsonl", upto=start)
     record = _start_record(settings, loop, kept, notes, start, shash, model_identity, fingerprint)

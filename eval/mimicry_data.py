@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fixative import defaults
 from fixative.errors import ConfigError, InputImageError
 from fixative.eval.captions import Example, caption_images, list_images
 from fixative.files.images import load_image, save_png
 from fixative.models.store import ModelStore
+from fixative.options import LpipsNet
 
 if TYPE_CHECKING:
     from fixative.eval.mimicry import ExperimentSettings
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 PURIFIERS = ("jpeg75", "jpeg50", "downup", "noise", "blur", "noisy_upscale", "impress")
 #: the autoencoder IMPRESS uses when ``--purifier`` is not given
-DEFAULT_PURIFIER = "taef2"
+DEFAULT_PURIFIER = defaults.DEFAULT_ENCODER
 
 
 @dataclass
@@ -107,7 +109,7 @@ def make_purifier(name: str, s: ExperimentSettings, store: ModelStore, device: t
     from fixative.models.perceptual import load_perceptual
 
     (enc,) = load_encoders([s.purifier or DEFAULT_PURIFIER], store=store, device=device)
-    return cm.ImpressPurification(enc, load_perceptual("alex", store=store, device=device),
+    return cm.ImpressPurification(enc, load_perceptual(LpipsNet.ALEX, store=store, device=device),
                                   cm.ImpressSettings(steps=s.impress_steps))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fixative.errors import FixativeError
+from fixative.eval.finetune_settings import TrainMethod
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 STATE_LORA_FILE = "unet_lora.safetensors"
@@ -124,13 +125,13 @@ def register_lora_hooks(accelerator: Any) -> list[Any]:
             accelerator.register_load_state_pre_hook(load_hook)]
 
 
-def save_weights(accelerator: Any, unet: Any, method: str, dest: Path) -> None:
+def save_weights(accelerator: Any, unet: Any, method: TrainMethod, dest: Path) -> None:
     """LoRA: diffusers' format (``pytorch_lora_weights.safetensors``); full: the UNet with save_pretrained."""
     model = accelerator.unwrap_model(unet)
     tmp = dest.with_name(f"{dest.name}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    if method == "lora":
+    if method == TrainMethod.LORA:
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict

@@ -78,6 +78,7 @@ from fixative.eval.style import StyleDistance
 from fixative.models.encoders import Encoder, load_encoders
 from fixative.models.perceptual import Perceptual, load_perceptual
 from fixative.models.store import ModelStore
+from fixative.options import LpipsNet
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,8 @@ class StrengthEvaluator:
         device = resolve_device(settings.device)
         store = ModelStore(settings.models_dir)
         encoders = load_encoders(settings.encoders, store=store, device=device)
-        alex = load_perceptual("alex", store=store, device=device)
-        vgg = load_perceptual("vgg", store=store, device=device)
+        alex = load_perceptual(LpipsNet.ALEX, store=store, device=device)
+        vgg = load_perceptual(LpipsNet.VGG, store=store, device=device)
         notes: list[str] = []
         classifier = load_classifier(settings.classifier, store=store, device=device, labels=settings.labels)
         style = None

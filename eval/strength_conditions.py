@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import torch
 
+from fixative import defaults
 from fixative.core.perceptual import Perceptual
 from fixative.errors import ConfigError, FixativeError
 from fixative.eval.countermeasures import (
@@ -23,7 +24,7 @@ from fixative.models.encoders import Encoder, load_encoders
 from fixative.models.store import ModelStore
 
 #: the autoencoder IMPRESS falls back to when no measured encoder decodes
-FALLBACK_PURIFIER = "taef2"
+FALLBACK_PURIFIER = defaults.DEFAULT_ENCODER
 
 
 def build_countermeasures(settings: StrengthSettings, encoders: Sequence[Encoder], alex: Perceptual,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from fixative import defaults
 from fixative.eval.countermeasures import ImpressSettings
 
 NONE = "none"
@@ -32,7 +33,7 @@ class StrengthSettings:
     - ``noisy_upscale_sigma``; ``upscaler``: "auto" (SD x4 upscaler if found locally, else
       classical), "classical", or a pipeline folder / hub id.
     - ``impress``: run IMPRESS purification; ``purifier``: the autoencoder spec it uses (None =
-      the first measured encoder with a decoder, else taef2); ``impress_settings``.
+      the first measured encoder with a decoder, else the default encoder, taef2); ``impress_settings``.
     - ``noise_control``: also measure LPIPS-matched Gaussian noise.
     - ``training_views``: also measure at the trainers' views (:func:`fixative.core.views.evaluation_views`).
     - ``detectors``: run the stealth detectors; ``poison_fraction``: the share of images that are
@@ -44,9 +45,9 @@ class StrengthSettings:
     - ``device``: "auto", "cpu", "cuda", "mps".
     """
 
-    encoders: list[str] = field(default_factory=lambda: ["taef2"])
+    encoders: list[str] = field(default_factory=lambda: [defaults.DEFAULT_ENCODER])
     models_dir: str | None = None
-    device: str = "auto"
+    device: str = defaults.DEFAULT_DEVICE
     classifier: str = "auto"
     labels: list[str] | None = None
     style: bool = True
@@ -66,7 +67,7 @@ class StrengthSettings:
     detectors: bool = True
     poison_fraction: float = 0.15
     max_side: int | None = None
-    tile_size: int = 1024
+    tile_size: int = defaults.DEFAULT_TILE_SIZE
     seed: int = 0
     grid_height: int = 192
 

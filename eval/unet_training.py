@@ -17,18 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from fixative.errors import FixativeError
+from fixative.eval.finetune_settings import FinetuneSettings, TrainMethod
 from fixative.eval.run_folder import save_checkpoint
 from fixative.eval.training_data import StepSampler, encode_examples, step_generator
-
-if TYPE_CHECKING:
-    from fixative.eval.finetune import FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ def prepare_unet(unet: Any, settings: FinetuneSettings, device: torch.device, dt
     LoRA: the base frozen in ``dtype``, a Gaussian-initialised adapter of rank = alpha =
     ``settings.rank`` on :data:`LORA_TARGETS` (its init follows ``settings.seed``), trained in fp32.
     Full: every weight, in fp32."""
-    if settings.method == "lora":
+    if settings.method == TrainMethod.LORA:
         from peft import LoraConfig
 
         unet.requires_grad_(False)
