@@ -148,13 +148,14 @@ def train(settings: FinetuneSettings, examples: Sequence[Example], out: str | Pa
     examples = list(examples)
     if not examples:
         raise ConfigError("no training images")
+    store = ModelStore(settings.models_dir)
     accelerator = accelerator or make_accelerator(settings)
     t0 = time.perf_counter()
 
     kept, pixels, notes = load_examples(examples, settings.resolution)
     fingerprint = data_fingerprint(kept)
     if pipe is None:
-        pipe, model_identity = load_training_pipeline(settings.model, ModelStore(settings.models_dir))
+        pipe, model_identity = load_training_pipeline(settings.model, store)
     model_identity = model_identity or {"model": settings.model}
     shash = settings_hash(settings, fingerprint, model_identity)
     previous = _previous_record(out, shash)

@@ -242,7 +242,6 @@ class StrengthEvaluator:
             style_refs = {"target": self.style.grams(t), "original": self.style.grams(x)}
         return target_latents, anchor, style_refs
 
-    @torch.no_grad()
     def _conditions(self, pair: LoadedPair, result: ImageResult, features: dict[str, dict],
                     target_latents: list[Tensor | None], anchor: int | None, style_refs: dict | None,
                     index: int) -> Decoded:
@@ -259,12 +258,13 @@ class StrengthEvaluator:
                 clean, prot = both[:1], both[1:]
             per_encoder: dict[str, EncoderEfficacy] = {}
             for name, enc, tz in zip(self.names, self.encoders, target_latents, strict=True):
-                eff, z0, z1 = self._efficacy(enc, clean, prot, tz)
-                if getattr(enc, "can_decode", False) and (self.classifier is not None or self.style is not None
-                                                          or cm is None):
-                    eff.concept, eff.style, view = self._views(pair, enc, z0, z1, anchor, style_refs)
-                    if cm is None and decoded is None:
-                        decoded = (name, view[1:], view[:1])
+                with torch.no_grad():  # (not around the countermeasure: IMPRESS needs gradients)
+                    eff, z0, z1 = self._efficacy(enc, clean, prot, tz)
+                    if getattr(enc, "can_decode", False) and (self.classifier is not None or self.style is not None
+                                                              or cm is None):
+                        eff.concept, eff.style, view = self._views(pair, enc, z0, z1, anchor, style_refs)
+                        if cm is None and decoded is None:
+                            decoded = (name, view[1:], view[:1])
                 if cm is None:
                     features[f"latent:{name}"] = {"clean": pooled_views(z0), "protected": pooled_views(z1)}
                 per_encoder[name] = eff
