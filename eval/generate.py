@@ -116,7 +116,7 @@ class Sampler:
 
             return restore_unet
         if path.is_dir():
-            from fixative.eval.finetune import LORA_FILE
+            from fixative.eval.run_folder import LORA_FILE
 
             path = path / LORA_FILE
         if not path.is_file():
