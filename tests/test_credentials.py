@@ -417,7 +417,9 @@ def test_app_signs_shows_the_signer_and_zips_the_certificate(tmp_path, tiny_taef
     import zipfile
 
     from fixative.cli.main import parse_protect_args
-    from fixative.gui.handlers import JobSettings, Workbench, protect_argv, run_job
+    from fixative.gui.form import JobSettings, protect_argv
+    from fixative.gui.job import run_job
+    from fixative.gui.workbench import Workbench
 
     bench = Workbench(models_dir=tiny_taef2_models, root=tmp_path / "app", target_cache=tmp_path / "cache")
     settings = JobSettings(mode="immunize", steps=2, device="cpu", precision="fp32", opt_out="gen-ai")

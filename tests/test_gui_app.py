@@ -63,7 +63,7 @@ def served(tmp_path_factory, tiny_taef2_models):
 
 
 def _inputs(files, *, mode="immunize", target=None, steps=3, seed=0):
-    """The /protect endpoint's inputs: files, then the settings in the order of fixative.gui.app's setting_inputs."""
+    """The /protect endpoint's inputs: files, then the settings in the order of fixative.gui.events.setting_inputs."""
     return (files, mode, target, "auto", "", "", "away", "medium", "standard", "generic", "taef2", seed, "cpu", "fp32",
             steps, None, "", "", True, "ai-training")
 
@@ -102,10 +102,10 @@ def test_client_download_is_byte_identical_to_the_command_line(served, tmp_path,
 def test_two_clients_at_once_are_queued(served, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
 
-    import fixative.gui.app
+    import fixative.gui.events
 
     _, url, _ = served
-    real, active, peak, lock = fixative.gui.app.run_job, [0], [0], threading.Lock()
+    real, active, peak, lock = fixative.gui.events.run_job, [0], [0], threading.Lock()
 
     def counting(*args, **kwargs):
         with lock:
@@ -118,7 +118,7 @@ def test_two_clients_at_once_are_queued(served, tmp_path, monkeypatch):
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(fixative.gui.app, "run_job", counting)
+    monkeypatch.setattr(fixative.gui.events, "run_job", counting)
     art = _photo(tmp_path / "a.png", (64, 64))
     jobs = [Client(url, verbose=False, download_files=str(tmp_path / f"d{i}")).submit(
         *_inputs([handle_file(str(art))], steps=20), api_name="/protect") for i in range(2)]
@@ -269,7 +269,7 @@ def test_fixative_gui_listens_on_loopback_only_and_cleans_up(tmp_path, tiny_taef
         "import sys\n"
         "from fixative.cli.main import _build_parser, main\n"
         "_build_parser()\n"
-        "import fixative.gui.app, fixative.gui.handlers, fixative.gui.views\n"
+        "import fixative.gui.app, fixative.gui.events, fixative.gui.job, fixative.gui.views\n"
         "assert 'gradio' not in sys.modules, 'importing the gui modules imported gradio'\n"
         f"sys.exit(main(['gui', '--no-browser', '--port', '{port}', '--models-dir', sys.argv[1]]))\n"
     )

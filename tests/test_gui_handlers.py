@@ -1,4 +1,5 @@
-"""The desktop app's handlers, called directly (no browser, no web server) on tiny offline models."""
+"""The desktop app's handlers (fixative.gui.job, speed, uploads, form), called directly (no browser, no web
+server) on tiny offline models."""
 
 from __future__ import annotations
 
@@ -18,15 +19,11 @@ from PIL import Image
 from fixative.cli.main import main, parse_protect_args, protect_options
 from fixative.errors import ConfigError
 from fixative.gui.explain import JobProgress, SpeedTable, intensity_table, progress_html, quality_table
-from fixative.gui.handlers import (
-    JobSettings,
-    Workbench,
-    check_uploads,
-    measure_speed,
-    parse_encoders,
-    protect_argv,
-    run_job,
-)
+from fixative.gui.form import JobSettings, parse_encoders, protect_argv
+from fixative.gui.job import run_job
+from fixative.gui.speed import measure_speed
+from fixative.gui.uploads import check_uploads
+from fixative.gui.workbench import Workbench
 from fixative.provenance.manifest import verify
 
 CPU = {"device": "cpu", "precision": "fp32"}
