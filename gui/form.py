@@ -1,18 +1,38 @@
-"""What the artist chose on the app's form (:class:`JobSettings`), and the ``fixative protect`` command line
-that does the same (:func:`protect_argv`; shown to the user by :func:`command_line`).
+"""What the artist chose on the app's form (:class:`JobSettings`), and the typed
+:class:`~fixative.options.ProtectOptions` it makes (:func:`job_options`): the form's strings become the
+library's enums here, at the edge, and nowhere is a command line parsed. The equivalent ``fixative
+protect`` command the app shows is the options' own :meth:`~fixative.options.ProtectOptions.to_command_line`
+(:func:`command_line`). :func:`control_message` puts the app's control names in an options error.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 
+from fixative.errors import ConfigError
 from fixative.files.images import MAX_PIXELS
-from fixative.presets import INTENSITIES, QUALITIES
-from fixative.provenance.optout import DEFAULT_OPT_OUT, OPT_OUTS
-from fixative.targets.modes import MODES
+from fixative.options import (
+    COMMAND_LINE_FLAGS,
+    Intensity,
+    Mode,
+    ModelOptions,
+    OptOutLevel,
+    OutputFormat,
+    OutputOptions,
+    Pattern,
+    Precision,
+    ProtectOptions,
+    Quality,
+    RobustLevel,
+    SearchOptions,
+    TargetSpec,
+    coerce,
+)
+from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 #: where an immunization's target comes from (besides the user's own image)
 IMMUNIZE_TARGETS = ("away", "texture", "gray")
@@ -65,14 +85,10 @@ class JobSettings:
     def problems(self) -> list[str]:
         """What is missing or wrong, in words (empty when the settings can run)."""
         out = []
-        if self.mode not in MODES:
-            out.append(f"unknown mode {self.mode!r}")
-        if self.opt_out not in OPT_OUTS:
-            out.append(f"unknown opt-out {self.opt_out!r}")
-        if self.intensity not in INTENSITIES:
-            out.append(f"unknown intensity {self.intensity!r}")
-        if self.quality not in QUALITIES:
-            out.append(f"unknown quality {self.quality!r}")
+        for kind, value, what in ((Mode, self.mode, "mode"), (OptOutLevel, self.opt_out, "opt-out"),
+                                  (Intensity, self.intensity, "intensity"), (Quality, self.quality, "quality")):
+            if value not in _values(kind):
+                out.append(f"unknown {what} {value!r}")
         from fixative.batch.platforms import platforms
 
         if self.posting != "off" and self.posting not in platforms():
@@ -80,13 +96,13 @@ class JobSettings:
         if not self.encoders:
             out.append("choose at least one encoder (Advanced options)")
         if self.target_image is None:
-            if self.mode == "poison" and not self.anchor.strip():
+            if self.mode == Mode.POISON and not self.anchor.strip():
                 out.append("concept poison needs an anchor: what the images should teach a model instead "
                            "(e.g. 'cat'), or your own target image")
-            if self.mode == "cloak" and not self.style.strip():
+            if self.mode == Mode.CLOAK and not self.style.strip():
                 out.append(f"style cloak needs a style ('{BUILTIN_STYLE}' needs no download), or your own target "
                            "image")
-            if self.mode == "immunize" and self.immunize not in IMMUNIZE_TARGETS:
+            if self.mode == Mode.IMMUNIZE and self.immunize not in IMMUNIZE_TARGETS:
                 out.append(f"unknown immunization target {self.immunize!r}")
         if self.steps is not None and self.steps < 1:
             out.append("steps must be at least 1")
@@ -95,63 +111,120 @@ class JobSettings:
         return out
 
 
+def _values(kind: type[StrEnum]) -> set[str]:
+    return {member.value for member in kind}
+
+
 def parse_encoders(text: str) -> list[str]:
     """Encoder specs from a text field: separated by commas or new lines, blanks dropped."""
     return [part.strip() for part in re.split(r"[,\n]", text or "") if part.strip()]
 
 
-def protect_argv(settings: JobSettings, inputs: list[Path], out: Path, *, models_dir: Path | None = None,
-                 max_pixels: int = MAX_PIXELS, target_cache: Path | None = None) -> list[str]:
-    """The ``fixative protect`` arguments (without ``protect``) that do what ``settings`` ask.
+def job_options(settings: JobSettings, inputs: list[Path], out: Path, *, models_dir: Path | None = None,
+                max_pixels: int = MAX_PIXELS, target_cache: Path | None = None, maker=None) -> ProtectOptions:
+    """The checked :class:`~fixative.options.ProtectOptions` that do what ``settings`` ask, for the images
+    ``inputs``, written into ``out`` as PNG with their records (signed with the user's identity when
+    ``settings.credentials``, and they have one).
 
-    Values are attached with ``=`` so that text starting with ``-`` is never read as an option.
+    ``target_cache``: where made targets are cached; ``maker``: a :class:`~fixative.targets.made.TargetMaker`
+    to reuse for a made target. Raises :class:`~fixative.errors.ConfigError` (its ``field``: the option's
+    path, see :func:`control_message`).
     """
-    argv = [str(p) for p in inputs] + [f"--out={out}", f"--mode={settings.mode}",
-                                       f"--intensity={settings.intensity}", f"--quality={settings.quality}"]
-    argv += ["--robust=off"] if settings.posting == "off" else ["--robust=web", f"--for={settings.posting}"]
-    if settings.steps is not None:
-        argv.append(f"--steps={int(settings.steps)}")
-    if settings.seconds is not None:
-        argv.append(f"--seconds={float(settings.seconds):g}")
-    for spec in settings.encoders:
-        argv.append(f"--encoder={spec}")
-    argv += [f"--seed={int(settings.seed)}", f"--device={settings.device}", f"--precision={settings.precision}",
-             f"--max-pixels={int(max_pixels)}", "--format=png", "--quiet", f"--opt-out={settings.opt_out}"]
-    if not settings.credentials:
-        argv.append("--no-credentials")
-    if models_dir is not None:
-        argv.append(f"--models-dir={models_dir}")
-    made = False
+    from fixative.provenance.identity import find_identity
+
+    off = settings.posting == "off"
+    search = SearchOptions.from_presets(
+        intensity=coerce(Intensity, settings.intensity, "search.intensity"),
+        quality=coerce(Quality, settings.quality, "search.quality"),
+        steps=None if settings.steps is None else int(settings.steps),
+        seconds=None if settings.seconds is None else float(settings.seconds),
+        robust=RobustLevel.OFF if off else RobustLevel.WEB, platform=None if off else settings.posting,
+        seed=int(settings.seed), precision=coerce(Precision, settings.precision, "search.precision"))
+    models = model_options(settings, models_dir)
+    output = OutputOptions(out=out, format=OutputFormat.PNG, max_pixels=int(max_pixels),
+                           opt_out=coerce(OptOutLevel, settings.opt_out, "output.opt_out"),
+                           identity=find_identity() if settings.credentials else None)
+    target = target_spec(settings, target_cache)
+    if maker is not None and target.made is not None:
+        target = replace(target, maker=maker)
+    return ProtectOptions(inputs=tuple(str(p) for p in inputs), output=output, search=search, models=models,
+                          target=target, quiet=True).check()
+
+
+def model_options(settings: JobSettings, models_dir: Path | None = None) -> ModelOptions:
+    """The encoders and device ``settings`` chose, with the app's models folder (None: the store's order)."""
+    return ModelOptions(encoders=tuple(settings.encoders), models_dir=models_dir, device=settings.device)
+
+
+def target_spec(settings: JobSettings, cache: Path | None = None) -> TargetSpec:
+    """Where each image's target comes from: the user's target image; else the mode's made target (a style
+    other than :data:`BUILTIN_STYLE`, the poison's anchor, or an immunization pattern), cached in ``cache``,
+    with the made-target models (not for patterns); else none (built-in style, or away from the image)."""
+    mode = coerce(Mode, settings.mode, "target.mode")
     if settings.target_image:
-        argv.append(f"--target={settings.target_image}")
-    elif settings.mode == "cloak" and settings.style.strip().lower() != BUILTIN_STYLE:
-        argv.append(f"--style={settings.style.strip()}")
-        made = True
-    elif settings.mode == "poison":
-        argv.append(f"--anchor={settings.anchor.strip()}")
-        if settings.concept.strip():
-            argv.append(f"--concept={settings.concept.strip()}")
-        made = True
-    elif settings.immunize != "away":
-        argv.append(f"--pattern={settings.immunize}")
-        made = True
-    if made:
-        if settings.target_model and settings.mode != "immunize":
-            argv.append(f"--target-model={settings.target_model}")
-        if settings.clip_model and settings.mode != "immunize":
-            argv.append(f"--clip-model={settings.clip_model}")
-        if target_cache is not None:
-            argv.append(f"--target-cache={target_cache}")
-    return argv
+        return TargetSpec(mode=mode, image=Path(settings.target_image))
+    if mode is Mode.CLOAK and settings.style.strip().lower() != BUILTIN_STYLE:
+        made: dict = {"style": settings.style.strip()}
+    elif mode is Mode.POISON:
+        made = {"anchor": settings.anchor.strip(), "concept": settings.concept.strip() or None}
+    elif mode is Mode.IMMUNIZE and settings.immunize != "away":
+        made = {"pattern": coerce(Pattern, settings.immunize, "target.pattern")}
+    else:
+        return TargetSpec(mode=mode)
+    if mode is not Mode.IMMUNIZE:
+        made.update(model=settings.target_model or None, clip_model=settings.clip_model or None)
+    return TargetSpec(mode=mode, cache=cache, **made)
 
 
-def command_line(argv: list[str]) -> str:
+#: flags of ``fixative protect`` that take no value
+_SWITCHES = {"--recursive", "--absolute-paths", "--no-credentials", "--quiet"}
+
+
+def command_line(options: ProtectOptions) -> str:
     """``fixative protect ...`` for display, with full paths: it runs as shown (the app's copies of the uploads
     and its output folder, which last while the app runs; put your own files' paths in their place to run it
-    later). The app's target cache and ``--quiet`` are left out."""
-    words = ["fixative", "protect"]
-    for arg in argv:
-        if arg.startswith("--target-cache=") or arg == "--quiet":
-            continue
-        words.append(arg)
-    return shlex.join(words)
+    later). The app's target cache and ``--quiet`` are left out. Values are attached with ``=`` so that text
+    starting with ``-`` is never read as an option."""
+    shown = replace(options, quiet=False, target=replace(options.target, cache=None))
+    words = shown.to_command_line()
+    flags = set(COMMAND_LINE_FLAGS.values()) | _SWITCHES
+    joined: list[str] = []
+    k = 0
+    while k < len(words):
+        word = words[k]
+        if word.startswith("--") and word not in _SWITCHES and k + 1 < len(words) and words[k + 1] not in flags:
+            joined.append(f"{word}={words[k + 1]}")
+            k += 2
+        else:
+            joined.append(word)
+            k += 1
+    return shlex.join(joined)
+
+
+#: the app's control for each option (ConfigError.field), as the artist sees it
+CONTROLS = {
+    "inputs": "Your images",
+    "target.mode": "Protection", "target.style": "Style to cloak towards", "target.image": "your own target image",
+    "target.anchor": "Anchor", "target.concept": "Concept your images show", "target.pattern": "Immunize",
+    "target.model": "Target model (Advanced options)", "target.clip_model": "CLIP model (Advanced options)",
+    "target.cache": "the made-target cache (fixative gui --target-cache)",
+    "search.intensity": "Intensity", "search.like_jpeg": "Intensity", "search.quality": "Render quality",
+    "search.steps": "Steps (Advanced options)", "search.seconds": "Time limit per image (Advanced options)",
+    "search.seed": "Seed (Advanced options)", "search.precision": "Precision (Advanced options)",
+    "search.platform": "Where will you post it?", "search.robust": "Where will you post it?",
+    "models.encoders": "Encoders (Advanced options)", "models.device": "Device (Advanced options)",
+    "models.models_dir": "the models folder (fixative gui --models-dir)",
+    "output.opt_out": "Tell AI crawlers and trainers", "output.identity": "Add my Content Credentials",
+    "output.max_pixels": "the pixel limit (fixative gui --max-pixels)",
+}
+
+
+def control_message(exc: ConfigError) -> str:
+    """An options error in the app's words: each option path in the message (``search.steps``) replaced by its
+    control ('Steps (Advanced options)'); led by the control that ``exc.field`` names when the message does
+    not name it already."""
+    text = str(exc)
+    for path in sorted(CONTROLS, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.]){re.escape(path)}(?![\w])", f"'{CONTROLS[path]}'", text)
+    label = CONTROLS.get(exc.field or "")
+    return f"{label}: {text}" if label and f"'{label}'" not in text else text

@@ -1,11 +1,12 @@
 """Running one protection job for the app: check the uploads, copy them, run the batch with hooks that
 update the progress and honour cancel, and gather what it made.
 
-A job goes through the same path as ``fixative protect``: :func:`fixative.gui.form.protect_argv` writes the
-equivalent command line, :func:`fixative.cli.main.parse_protect_args` and :func:`fixative.cli.main.protect_options`
-turn it into batch options, and :func:`fixative.batch.runner.run_batch` protects the images, writes each
-output, its provenance record and the portfolio index. The downloaded files are those files, byte for
-byte, so a GUI run and the same command with the same settings and seed give identical PNGs.
+A job goes through the same path as ``fixative protect``: :func:`fixative.gui.form.job_options` builds the
+typed :class:`~fixative.options.ProtectOptions` from the form (the command line builds the same from its
+flags), and :func:`fixative.batch.runner.run_batch` protects the images, writes each output, its provenance
+record and the portfolio index, with the models from the app's one
+:class:`~fixative.models.loading.ProtectorCache`. The downloaded files are those files, byte for byte, so a
+GUI run and the equivalent command it shows (``options.to_command_line()``) give identical PNGs.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import logging
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fixative.errors import FixativeError, safe_load_message
+from fixative.errors import ConfigError, FixativeError, safe_load_message
 from fixative.gui.explain import JobProgress, SpeedTable, plain_error
-from fixative.gui.form import JobSettings, command_line, protect_argv
+from fixative.gui.form import JobSettings, command_line, control_message, job_options
 from fixative.gui.results import JobResult, finish, image_result
 from fixative.gui.uploads import UploadCheck, check_uploads
 from fixative.gui.workbench import Workbench
+from fixative.options import ProtectOptions
 
 log = logging.getLogger("fixative.gui")
 
@@ -60,6 +62,8 @@ def run_job(bench: Workbench, files: list[str | Path] | None, settings: JobSetti
             return result
         try:
             out, certificate = _protect(bench, settings, check, progress, cancel, result)
+        except ConfigError as exc:  # an option the form set: named by its control
+            return fail(plain_error(ConfigError(control_message(exc), field=exc.field) if exc.field else exc))
         except FixativeError as exc:
             return fail(plain_error(exc))
         except MemoryError:
@@ -99,31 +103,30 @@ def _protect(bench: Workbench, settings: JobSettings, check: UploadCheck, progre
     Returns (the output folder, the signer's certificate or None). Raises what the library raises.
     """
     from fixative.batch.runner import run_batch
-    from fixative.cli.main import parse_protect_args, protect_options
 
     folder = bench.new_job_folder()
     inputs, names = _copy_inputs(check.accepted, folder / "in")
     out = folder / "out"
-    argv = protect_argv(settings, inputs, out, models_dir=bench.models_dir, max_pixels=bench.max_pixels,
-                        target_cache=bench.target_cache)
-    result.command, result.folder = command_line(argv), folder
-    args = parse_protect_args(argv)
-    maker = bench.maker_for(args) if any(a.startswith(("--style=", "--anchor=", "--pattern="))
-                                         for a in argv) else None
+    result.folder = folder
+    options = job_options(settings, inputs, out, models_dir=bench.models_dir, max_pixels=bench.max_pixels,
+                          target_cache=bench.target_cache)
+    if options.target.made is not None:  # a style, an anchor or a pattern: the app's kept maker makes it
+        options = replace(options, target=replace(options.target, maker=bench.maker_for(options)))
+    result.command = command_line(options)
     progress.phase, progress.message = "preparing", "Preparing (reading the images, choosing the target)..."
-    opts = protect_options(args, target_maker=maker)
 
     def report(text: str) -> None:
         progress.phase, progress.message = "loading", text
 
-    protector = bench.protector_for(opts, report)
-    watch = _Watch(bench.speed, progress, cancel, opts, str(protector.device),
+    protector = bench.protector_for(options.models, report)
+    watch = _Watch(bench.speed, progress, cancel, options, str(protector.device),
                    names={str(p): n for p, n in zip(inputs, names, strict=True)},
                    sizes=[check.sizes.get(orig) for orig in check.accepted])
-    summary = run_batch(opts, watch.hooks(protector))
+    summary = run_batch(options, watch.hooks(protector), cache=bench.models)
     progress.phase, progress.message = "finishing", "Preparing the comparison and the downloads..."
-    _gather(bench, protector, opts, summary, watch.names, folder / "views", result)
-    return out, opts.identity.certificate_pem if opts.identity is not None else None
+    _gather(bench, protector, options, summary, watch.names, folder / "views", result)
+    identity = options.output.identity
+    return out, identity.certificate_pem if identity is not None else None
 
 
 def _copy_inputs(files: list[Path], folder: Path) -> tuple[list[Path], list[str]]:
@@ -148,7 +151,7 @@ class _Watch:
     speed: SpeedTable
     progress: JobProgress
     cancel: threading.Event
-    opts: object
+    options: ProtectOptions
     device: str
     names: dict[str, str] = field(default_factory=dict)
     sizes: list[tuple[int, int] | None] = field(default_factory=list)
@@ -182,12 +185,12 @@ class _Watch:
         p.fraction = info.overall
         p.lpips = info.lpips
         p.message = f"Protecting image {p.index + 1} of {p.count}: {p.name}"
-        p.eta = _eta(self.speed, self.opts, self.device, info.overall, time.perf_counter() - self.started,
+        p.eta = _eta(self.speed, self.options, self.device, info.overall, time.perf_counter() - self.started,
                      self.sizes[p.index + 1:])
         return not self.cancel.is_set()
 
 
-def _eta(speed: SpeedTable, opts, device: str, done: float, elapsed: float,
+def _eta(speed: SpeedTable, options: ProtectOptions, device: str, done: float, elapsed: float,
          later: list[tuple[int, int] | None]) -> float | None:
     """Seconds left in a job: the current image's rest (from its own pace so far) plus the later images'
     expected times (from the measured seconds per step per megapixel, else the current image's pace)."""
@@ -197,12 +200,13 @@ def _eta(speed: SpeedTable, opts, device: str, done: float, elapsed: float,
     left = this_total - elapsed
     for size in later:
         mp = size[0] * size[1] / 1e6 if size else None
-        expected = speed.estimate(opts.encoders, device, opts.steps, opts.seconds, mp) if mp else None
+        expected = speed.estimate(list(options.models.encoders), device, options.search.steps, options.search.seconds,
+                                  mp) if mp else None
         left += expected if expected is not None else this_total
     return max(0.0, left)
 
 
-def _gather(bench: Workbench, protector, opts, summary, names: dict[str, str], views: Path,
+def _gather(bench: Workbench, protector, options: ProtectOptions, summary, names: dict[str, str], views: Path,
             result: JobResult) -> None:
     """Add the batch's outcomes to ``result`` (done and skipped images with their pictures, the cancelled
     count, failures by name) and the speed of each done image of at least :data:`MIN_SPEED_PIXELS`."""
@@ -215,8 +219,8 @@ def _gather(bench: Workbench, protector, opts, summary, names: dict[str, str], v
             m = image.record.get("metrics", {})
             h, w = image.record.get("input", {}).get("size", [0, 0])
             if h * w >= MIN_SPEED_PIXELS and outcome.status == "done":
-                bench.speed.add(opts.encoders, device, int(m.get("steps", 0)), float(m.get("seconds", 0)),
-                                h * w / 1e6, "from the images you protected")
+                bench.speed.add(list(options.models.encoders), device, int(m.get("steps", 0)),
+                                float(m.get("seconds", 0)), h * w / 1e6, "from the images you protected")
         elif outcome.status == "cancelled":
             result.cancelled += 1
         else:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fixative.errors import FixativeError
+from fixative.errors import ConfigError, FixativeError
 from fixative.gui.explain import JobProgress
-from fixative.gui.form import JobSettings, protect_argv
+from fixative.gui.form import JobSettings, control_message, model_options
 from fixative.gui.workbench import Workbench
+from fixative.options import Precision, coerce
 
 
 def measure_speed(bench: Workbench, settings: JobSettings, *, size: int = 512, steps: int = 6,
@@ -15,39 +16,35 @@ def measure_speed(bench: Workbench, settings: JobSettings, *, size: int = 512, s
     Loads the models if needed (as a first job would), runs ``steps`` steps and records seconds per
     step per megapixel from steps 2..``steps`` (the first includes warm-up). Returns a sentence.
     """
-    from fixative.cli.main import parse_protect_args, protect_options
-
     progress = progress or JobProgress()
-    quick = JobSettings(mode="immunize", encoders=settings.encoders, device=settings.device,
-                        precision=settings.precision, seed=0)
-    argv = protect_argv(quick, [bench.root / "speed-test.png"], bench.root / "speed-test",
-                        models_dir=bench.models_dir)
     try:
+        models = model_options(settings, bench.models_dir)
+        models.check()
+        precision = coerce(Precision, settings.precision, "search.precision")
         with bench.lock:
-            opts = protect_options(parse_protect_args(argv))
-
             def report(text: str) -> None:
                 progress.phase, progress.message = "loading", text
 
-            protector = bench.protector_for(opts, report)
-            times = _time_steps(protector, opts.precision, size, steps, progress)
+            protector = bench.protector_for(models, report)
+            times = _time_steps(protector, precision, size, steps, progress)
     except FixativeError as exc:
-        progress.phase, progress.message = "failed", f"Could not measure: {exc}"
+        text = control_message(exc) if isinstance(exc, ConfigError) and exc.field else str(exc)
+        progress.phase, progress.message = "failed", f"Could not measure: {text}"
         return progress.message
     last = max(times)
     if last < 2:
         return "Could not measure: the search stopped after one step."
     seconds = times[last] - times[1]
     device = str(protector.device)
-    bench.speed.add(opts.encoders, device, last - 1, seconds, size * size / 1e6,
+    bench.speed.add(list(models.encoders), device, last - 1, seconds, size * size / 1e6,
                     f"measured on a {size}x{size} test image")
     progress.phase = "done"
     progress.message = (f"Measured {seconds / (last - 1):.3g} s per step on a {size}x{size} px image with "
-                        f"{', '.join(opts.encoders)} on {device}.")
+                        f"{', '.join(models.encoders)} on {device}.")
     return progress.message
 
 
-def _time_steps(protector, precision: str, size: int, steps: int, progress: JobProgress) -> dict[int, float]:
+def _time_steps(protector, precision: Precision, size: int, steps: int, progress: JobProgress) -> dict[int, float]:
     """Run ``steps`` search steps on a smooth random ``size`` x ``size`` image; {step: seconds since the start}."""
     import torch
     import torch.nn.functional as F
@@ -66,5 +63,5 @@ def _time_steps(protector, precision: str, size: int, steps: int, progress: JobP
         progress.step, progress.steps, progress.fraction = info.step, steps, info.step / steps
 
     protector.protect(image, objective="away", budget=VisibilityLimit(), callback=on_step,
-                      settings=OptimizerSettings(steps=steps, patience=0, precision=precision))
+                      settings=OptimizerSettings(steps=steps, patience=0, precision=precision.value))
     return times

@@ -14,11 +14,16 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fixative.errors import FixativeError
 from fixative.files.images import MAX_PIXELS
 from fixative.gui.explain import SpeedTable
 from fixative.gui.uploads import DEFAULT_MAX_FILE_BYTES
+from fixative.models.loading import ProtectorCache
+
+if TYPE_CHECKING:
+    from fixative.options import ModelOptions, ProtectOptions
 
 
 class Workbench:
@@ -45,8 +50,7 @@ class Workbench:
         self.target_cache = Path(target_cache).expanduser() if target_cache else self.root / "targets"
         self.speed = SpeedTable()
         self.lock = threading.Lock()  # one protection (one GPU job) at a time, whoever asks
-        self._protector = None
-        self._protector_key: tuple | None = None
+        self.models = ProtectorCache()  # the loaded models: one protector, shared by jobs, the batch and the speed test
         self._maker = None
         self._maker_key: tuple | None = None
         self._cancels: dict[str, threading.Event] = {}
@@ -97,43 +101,41 @@ class Workbench:
 
     # --- models -------------------------------------------------------------------------------------
 
-    def protector_for(self, opts, report: Callable[[str], None] | None = None):
-        """The loaded :class:`~fixative.core.engine.Protector` for these batch options (loaded now if needed)."""
-        key = (tuple(opts.encoders), opts.lpips_net, str(opts.models_dir), opts.device)
-        if self._protector is not None and self._protector_key == key:
-            return self._protector
-        from fixative.models.loading import load_protector
-
-        self._protector = None  # free the previous models first
-        what = f"{', '.join(opts.encoders)} and LPIPS ({opts.lpips_net}) on {opts.device}"
+    def protector_for(self, models: ModelOptions, report: Callable[[str], None] | None = None):
+        """The loaded :class:`~fixative.core.engine.Protector` for these models, from :attr:`models` (the app's one
+        :class:`~fixative.models.loading.ProtectorCache`, which the batch shares): loaded now if needed, after
+        the previous models are let go. ``report`` hears the models' status as it changes."""
+        spec = models.spec()
+        if spec in self.models:
+            return self.models.get(spec)
+        self.models.clear()  # free the previous models first
+        what = f"{', '.join(spec.encoders)} and LPIPS ({spec.lpips_net}) on {spec.device}"
         self.models_status = f"Models: loading {what}..."
         if report:
             report(self.models_status)
         started = time.perf_counter()
         try:
-            protector = load_protector(opts.encoders, lpips_net=opts.lpips_net, models_dir=opts.models_dir,
-                                             device=opts.device)
+            protector = self.models.get(spec)
         except Exception:
             self.models_status = "Models: not loaded (the last attempt failed; see the message)."
             raise
-        self._protector, self._protector_key = protector, key
-        self.models_status = (f"Models: {', '.join(opts.encoders)} and LPIPS loaded on {protector.device} "
+        self.models_status = (f"Models: {', '.join(spec.encoders)} and LPIPS loaded on {protector.device} "
                               f"in {time.perf_counter() - started:.1f} s.")
         if report:
             report(self.models_status)
         return protector
 
-    def maker_for(self, args):
-        """The :class:`~fixative.targets.made.TargetMaker` for a parsed command line with a made target (kept)."""
+    def maker_for(self, options: ProtectOptions):
+        """The :class:`~fixative.targets.made.TargetMaker` for options with a made target (kept while the target
+        model, device, precision, models folder, cache and CLIP model stay the same)."""
         from fixative.targets.made import GenerationSettings, TargetMaker
 
-        key = (args.target_model, args.device, args.precision, str(args.models_dir), str(args.target_cache),
-               args.clip_model)
+        t, m = options.target, options.models
+        key = (t.model, m.device, options.search.precision, str(m.models_dir), str(t.cache), t.clip_model)
         if self._maker is None or self._maker_key != key:
-            self._maker = TargetMaker(args.target_model, device=args.device, precision=args.precision,
-                                      models_dir=args.models_dir, cache_dir=args.target_cache,
-                                      clip_model=args.clip_model, settings=GenerationSettings(),
-                                      progress=False)
+            self._maker = TargetMaker(t.model, device=m.device, precision=options.search.precision.value,
+                                      models_dir=m.models_dir, cache_dir=t.cache, clip_model=t.clip_model,
+                                      settings=GenerationSettings(), progress=False)
             self._maker_key = key
         return self._maker
 
