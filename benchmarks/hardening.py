@@ -524,7 +524,7 @@ def case_gui(b: Bench) -> None:
     b._finish(proc, argv, out_text, err_text, started, before_cpu)
     b.case.check("stopped by SIGTERM, exit 0", proc.returncode == 0)
     sys.path.insert(0, str(REPO))
-    from fixative.gui.handlers import Workbench
+    from fixative.gui.workbench import Workbench
 
     bench = Workbench()
     inside = bench.target_cache.is_relative_to(bench.root)

@@ -1,6 +1,6 @@
 """Every default of the options, in one place importable without torch or numpy (``--help`` reads them).
 
-The closed vocabularies (the choices) are the ``StrEnum``s of :mod:`fixative.options`; each default here
+The closed vocabularies (the choices) are the ``StrEnum``s of :mod:`fixative.vocabulary`; each default here
 is one of their values (a plain string, so this module imports nothing). ``METHODS``, ``PRECISIONS``,
 ``ROBUST_LEVELS``, ``VIEW_LEVELS`` and ``MODES`` are still importable from here for older callers: they
 are the enums' values, made on first use (PEP 562), so the vocabulary is written once.
@@ -54,7 +54,7 @@ _VOCABULARIES = {"METHODS": "Method", "PRECISIONS": "Precision", "ROBUST_LEVELS"
 def __getattr__(name: str):
     """The older tuple names of the vocabularies (``PRECISIONS`` ...), from :mod:`fixative.options`."""
     if name in _VOCABULARIES:
-        from fixative import options
+        from fixative import vocabulary
 
-        return tuple(member.value for member in getattr(options, _VOCABULARIES[name]))
+        return tuple(member.value for member in getattr(vocabulary, _VOCABULARIES[name]))
     raise AttributeError(f"module 'fixative.defaults' has no attribute {name!r}")

@@ -3,8 +3,9 @@
 A run is described once, by value, in the library's terms; the command line and the GUI each build a
 :class:`ProtectOptions` directly, and the batch (:func:`fixative.batch.runner.run_batch`) takes it.
 
-- Closed vocabularies are ``StrEnum``s (:class:`Mode`, :class:`Method`, :class:`Precision`, ...): their
-  members are strings too (``Mode.CLOAK == "cloak"``), so records and hashes stay as they were.
+- Closed vocabularies are ``StrEnum``s (:class:`Mode`, :class:`Method`, :class:`Precision`, ...; defined
+  in :mod:`fixative.vocabulary`, importable from here): their members are strings too
+  (``Mode.CLOAK == "cloak"``), so records and hashes stay as they were.
 - Defaults come from :mod:`fixative.defaults`; presets (``intensity``, ``quality``) are resolved into
   numbers by :meth:`SearchOptions.from_presets`.
 - :meth:`ProtectOptions.check` validates everything that needs no file or model, once, raising
@@ -24,131 +25,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fixative import defaults as d
 from fixative.errors import ConfigError
+from fixative.vocabulary import (
+    Intensity,
+    LpipsNet,
+    MadeKind,
+    Method,
+    Mode,
+    Objective,
+    OptOutLevel,
+    OutputFormat,
+    Pattern,
+    Precision,
+    Quality,
+    RobustLevel,
+    Views,
+    coerce,
+)
 
-
-class Mode(StrEnum):
-    """What the protection does: a style cloak, a concept poison, or immunization against edits."""
-
-    CLOAK = "cloak"
-    POISON = "poison"
-    IMMUNIZE = "immunize"
-
-
-class Objective(StrEnum):
-    """Towards the target's encoding, or away from the image's own."""
-
-    TARGET = "target"
-    AWAY = "away"
-
-
-class Method(StrEnum):
-    """The search method (:mod:`fixative.core.optimizer`)."""
-
-    FIXATIVE = "fixative"
-    GLAZE = "glaze"
-    PGD = "pgd"
-
-
-class Precision(StrEnum):
-    """Compute precision."""
-
-    AUTO = "auto"
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-
-
-class RobustLevel(StrEnum):
-    """How much re-encoding the protection survives (:mod:`fixative.core.robust`)."""
-
-    OFF = "off"
-    WEB = "web"
-    STRONG = "strong"
-
-
-class Views(StrEnum):
-    """Protect what a trainer's resized views show (``train``), or the image at its own size only."""
-
-    TRAIN = "train"
-    OFF = "off"
-
-
-class OutputFormat(StrEnum):
-    """The saved file's format."""
-
-    PNG = "png"
-    WEBP = "webp"
-    TIFF = "tiff"
-    JPEG = "jpeg"
-
-    @property
-    def suffix(self) -> str:
-        """The file suffix (``.png``, ``.webp``, ``.tif``, ``.jpg``)."""
-        return d.OUTPUT_FORMATS[self.value]
-
-
-class Intensity(StrEnum):
-    """How visible the protection may be (:data:`fixative.presets.INTENSITIES`)."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-
-
-class Quality(StrEnum):
-    """The search effort preset (:data:`fixative.presets.QUALITIES`)."""
-
-    PREVIEW = "preview"
-    FAST = "fast"
-    STANDARD = "standard"
-    BEST = "best"
-
-
-class LpipsNet(StrEnum):
-    """The LPIPS backbone."""
-
-    ALEX = "alex"
-    VGG = "vgg"
-
-
-class OptOutLevel(StrEnum):
-    """The "do not train" statement written into every output (:mod:`fixative.provenance.optout`)."""
-
-    AI_TRAINING = "ai-training"
-    GEN_AI = "gen-ai"
-    ALL = "all"
-    NONE = "none"
-
-
-class Pattern(StrEnum):
-    """A built-in immunization pattern (:mod:`fixative.targets.patterns`)."""
-
-    TEXTURE = "texture"
-    GRAY = "gray"
-
-
-class MadeKind(StrEnum):
-    """The kind of a target made for each image (instead of a target image)."""
-
-    STYLE = "style"
-    ANCHOR = "anchor"
-    PATTERN = "pattern"
-
-
-E = TypeVar("E", bound=StrEnum)
-
-
-def coerce(kind: type[E], value: str | E, field_name: str) -> E:
-    """``value`` as a member of the enum ``kind``; a :class:`ConfigError` about ``field_name`` otherwise."""
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(member.value for member in kind)
-        raise ConfigError(f"unknown {field_name} {value!r}; choose one of {choices}", field=field_name) from None
+__all__ = [
+    "COMMAND_LINE_FLAGS", "NO_LIMIT", "Intensity", "LpipsNet", "MadeKind", "Method", "Mode", "ModelOptions",
+    "Objective", "OptOutLevel", "OutputFormat", "OutputOptions", "Pattern", "Precision", "ProtectOptions",
+    "Quality", "RobustLevel", "SearchOptions", "TargetSpec", "Views", "coerce",
+]
 
 
 def _coerce_fields(obj: Any, prefix: str, enums: dict[str, type[StrEnum]]) -> None:
@@ -203,7 +105,7 @@ class SearchOptions:
         intensity = None if intensity is None else coerce(Intensity, intensity, "search.intensity")
         quality = None if quality is None else coerce(Quality, quality, "search.quality")
         steps, limit = effort_for(quality, steps, seconds)
-        return cls(steps=steps, seconds=None if limit is NO_LIMIT else limit,
+        return cls(steps=steps, seconds=None if limit == NO_LIMIT else limit,
                    like_jpeg=like_jpeg_for(intensity, like_jpeg),
                    robust=robust_for_quality(quality, robust, d.DEFAULT_ROBUST), **rest)
 

@@ -416,8 +416,9 @@ def test_app_signs_shows_the_signer_and_zips_the_certificate(tmp_path, tiny_taef
                                                             private_config_dir):
     import zipfile
 
-    from fixative.cli.main import parse_protect_args
-    from fixative.gui.handlers import JobSettings, Workbench, protect_argv, run_job
+    from fixative.gui.form import JobSettings, command_line, job_options
+    from fixative.gui.job import run_job
+    from fixative.gui.workbench import Workbench
 
     bench = Workbench(models_dir=tiny_taef2_models, root=tmp_path / "app", target_cache=tmp_path / "cache")
     settings = JobSettings(mode="immunize", steps=2, device="cpu", precision="fp32", opt_out="gen-ai")
@@ -445,8 +446,9 @@ def test_app_signs_shows_the_signer_and_zips_the_certificate(tmp_path, tiny_taef
     monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(private_config_dir))
     off = run_job(bench, [art], replace_settings(settings, credentials=False))
     assert off.signer is None and "switched off" in off.message
-    assert "--no-credentials" in protect_argv(replace_settings(settings, credentials=False), [art], tmp_path / "o")
-    assert parse_protect_args(protect_argv(settings, [art], tmp_path / "o")).opt_out == "gen-ai"
+    unsigned_options = job_options(replace_settings(settings, credentials=False), [art], tmp_path / "o")
+    assert "--no-credentials" in command_line(unsigned_options)
+    assert job_options(settings, [art], tmp_path / "o").output.opt_out == "gen-ai"
 
 
 def replace_settings(settings, **changes):

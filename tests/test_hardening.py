@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,8 +15,8 @@ import corpus
 import pytest
 from PIL import Image
 
-from fixative.batch.runner import collect_inputs, glob_files
-from fixative.cli.main import main
+from fixative.batch.inputs import collect_inputs, glob_files
+from fixative.cli.main import FAULT_ENV, main
 from fixative.errors import InputImageError
 from fixative.files.formats import _host, atomic_write, remove_stale_temporaries
 from fixative.provenance.manifest import INDEX_NAME, recorded_path, verify
@@ -370,13 +369,10 @@ def test_sigterm_says_what_was_saved_and_loses_nothing(tmp_path, tiny_models, ta
         Image.fromarray(corpus.rgb8(i, 48, 64), "RGB").save(folder / f"t{i}.png")
     out = tmp_path / "out"
     args = [str(folder), "--target", str(target), "--out", str(out), *tiny_protect_args(tiny_models, steps=40)]
-    proc = subprocess.Popen([sys.executable, "-m", "fixative", "protect", *args], env=subprocess_env(),
+    # the fault-injection point of ``fixative protect``: SIGTERM at the 5th search step of the 2nd image
+    proc = subprocess.Popen([sys.executable, "-m", "fixative", "protect", *args],
+                            env={**subprocess_env(), FAULT_ENV: "1:5:TERM"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob("t*.png")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143, err
     assert "interrupted (SIGTERM)" in err and "saved in" in err and "rerun the same command" in err

@@ -87,3 +87,28 @@ def test_the_command_line_says_what_differs_from_the_defaults():
         "fixative", "protect", "a.png", "b/", "--out", "o", "--format", "jpeg", "--shard", "1/2",
         "--no-credentials", "--seconds", "none", "--budget", "0.05", "--encoder", "sd15", "--encoder", "taef2",
         "--mode", "poison", "--anchor", "cat"]
+
+
+def test_the_command_line_builds_the_same_options_back():
+    from fixative.cli.main import parse_protect_args, protect_options
+
+    opts = ProtectOptions(["a.png"], OutputOptions(Path("o"), format="webp", recursive=True, opt_out="gen-ai"),
+                          SearchOptions(steps=12, seconds=None, method="pgd", robust="strong", platform="instagram",
+                                        views="off", tile_size=512, like_jpeg=60),
+                          ModelOptions(encoders=("sd15",), check_encoders=("taef2",), lpips_net="vgg"),
+                          TargetSpec(mode="immunize", pattern="gray"))
+    words = opts.check().to_command_line()
+    assert words[:2] == ["fixative", "protect"]
+    assert protect_options(parse_protect_args(words[2:])) == opts
+
+
+def test_the_command_line_names_its_flags_for_the_librarys_terms(tmp_path, caplog):
+    from fixative.cli.main import main
+    from fixative.cli.terms import error_line, flag_for, in_flags
+
+    assert flag_for("search.tile_size") == "--tile-size" and flag_for("steps") == "--steps"
+    assert in_flags("give either target.image or target.style, not both") == "give either --target or --style, not both"
+    assert in_flags("see /x/target.image.png") == "see /x/target.image.png"  # a path is left alone
+    assert error_line(ConfigError("must be positive", field="search.seconds")) == "--seconds: must be positive"
+    assert main(["protect", "a.png", "--out", str(tmp_path), "--mode", "poison", "-q"]) == 2
+    assert "error: --mode poison needs a target: --target or --anchor (or --objective away)" in caplog.text

@@ -97,7 +97,7 @@ def test_immunize_with_pattern(tmp_path, tiny_models):
     (["--mode", "poison", "--style", "cubism"], "--style makes a target for --mode cloak"),
     (["--anchor", "cat"], "--anchor makes a target for --mode poison"),
     (["--mode", "poison", "--concept", "dog"], "--concept needs --anchor"),
-    (["--style", "cubism", "--target", "x.png"], "either --target IMAGE or --style"),
+    (["--style", "cubism", "--target", "x.png"], "either --target or --style"),
     (["--target-model", "sd15", "--target", "x.png"], "--target-model is for made targets"),
     (["--mode", "immunize", "--pattern", "gray", "--target-model", "sd15"], "made by code"),
 ])

@@ -1,1 +1,2 @@
-"""Protecting a portfolio: inputs, output names, resume, shards, platforms, time up front and the summary."""
+"""Protecting a portfolio: inputs, output names and resume, shards, settings, made targets, one image, the
+runner, the summary; platforms and time up front."""

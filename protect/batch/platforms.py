@@ -90,7 +90,7 @@ def get_platform(key: str) -> Platform:
     k = key.strip().lower()
     k = {"twitter": "x"}.get(k, k)
     if k not in known:
-        raise ConfigError(f"unknown platform {key!r}; choose one of {', '.join(known)}")
+        raise ConfigError(f"unknown platform {key!r}; choose one of {', '.join(known)}", field="search.platform")
     return known[k]
 
 
@@ -114,7 +114,8 @@ def robust_for(platform: Platform, size: tuple[int, int] | None = None, level: s
     downscale factor -20%/+10%.
     """
     if level not in PRESETS:
-        raise ConfigError(f"--for needs robust protection: use --robust web or strong, not {level!r}")
+        raise ConfigError(f"search.platform needs robust protection: use search.robust web or strong, not {level!r}",
+                          field="search.platform")
     base = PRESETS[level]
     q = platform.jpeg_quality
     changes: dict = {

@@ -61,13 +61,14 @@ def cache_file() -> Path:
 
 def speed_key(opts, device: str) -> str:
     """The settings a step's time depends on, as a string key."""
-    from fixative.batch.runner import _robust_entry
+    from fixative.batch.settings import robust_entry
 
+    search, models = opts.search, opts.models
     # the visibility budget's model costs more per step than LPIPS alone
-    parts = {"encoders": list(opts.encoders), "lpips": opts.lpips_net, "device": device, "precision": opts.precision,
-             "budget": "lpips" if opts.budget is not None else "visibility",
-             "method": opts.method, "robust": _robust_entry(opts), "tile_size": opts.tile_size,
-             "check": list(opts.check_encoders)}
+    parts = {"encoders": list(models.encoders), "lpips": models.lpips_net, "device": device,
+             "precision": search.precision, "budget": "lpips" if search.budget is not None else "visibility",
+             "method": search.method, "robust": robust_entry(search), "tile_size": search.tile_size,
+             "check": list(models.check_encoders)}
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -140,21 +141,13 @@ def probe(protector, image, target, *, objective: str, budget, settings) -> Step
     return StepSpeed(seconds, pixels, now())
 
 
-def announce(opts) -> object | None:
-    """Before a long run: measure (or recall) this machine's speed and log the expected time per image.
-
-    Returns :class:`~fixative.batch.runner.BatchHooks` holding the loaded models for the run to reuse, or None
-    when nothing was measured (few steps, no readable image, several processes). Never raises for a bad
-    input: the batch itself reports those.
-    """
-    from fixative.batch.runner import BatchHooks, budget_limit, collect_inputs, robust_settings
+def _first_image(opts) -> tuple[object | None, list[int]]:
+    """The run's first readable image (loaded) and the pixel counts of all its readable images."""
+    from fixative.batch.inputs import collect_inputs
     from fixative.errors import FixativeError
     from fixative.files.images import load_image
-    from fixative.presets import QUALITIES
 
-    if opts.steps < MIN_STEPS_TO_PROBE or opts.shard is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return None
-    items, _, _ = collect_inputs(opts.inputs, opts.recursive)
+    items, _, _ = collect_inputs(list(opts.inputs), opts.output.recursive)
     first = None
     sizes: list[int] = []
     for item in items:
@@ -167,52 +160,89 @@ def announce(opts) -> object | None:
             continue
         if first is None:
             try:
-                first = load_image(item.path, max_pixels=opts.max_pixels)
+                first = load_image(item.path, max_pixels=opts.output.max_pixels)
             except FixativeError:
                 continue
-    if first is None:
-        return None
+    return first, sizes
+
+
+def _measure(opts, protector, first, key: str) -> StepSpeed | None:
+    """Probe the speed on ``first`` and cache it; None (said) when it cannot be measured."""
+    from fixative.batch.settings import robust_settings
     from fixative.core.optimizer import OptimizerSettings
-    from fixative.models.loading import load_protector
+    from fixative.errors import FixativeError
     from fixative.targets.patterns import restyle
 
-    protector = load_protector(opts.encoders, lpips_net=opts.lpips_net, models_dir=opts.models_dir,
-                                     device=opts.device, check_encoders=opts.check_encoders)
+    log.info("measuring this machine's speed: %d search steps on %s...", PROBE_STEPS, first.path.name)
+    search = opts.search
+    settings = OptimizerSettings(method=search.method.value, seed=search.seed, linf=search.linf,
+                                 precision=search.precision.value,
+                                 robust=robust_settings(search, tuple(first.rgb.shape[-2:])))
+    spec = opts.target
+    objective = "away" if spec.objective == "away" or (spec.mode == "immunize" and spec.image is None
+                                                       and spec.made is None) else "target"
+    try:
+        speed = probe(protector, first.rgb, restyle(first.rgb) if objective == "target" else None,
+                      objective=objective, budget=opts.search.budget_limit(), settings=settings)
+    except (RuntimeError, FixativeError) as exc:
+        log.info("could not measure the speed (%s); no time estimate", exc)
+        return None
+    remember(key, speed)
+    return speed
+
+
+def _say(opts, speed: StepSpeed, sizes: list[int], pixels: int, device: str, where: str) -> None:
+    """Log the expected time per image and for the portfolio (a warning over :data:`LONG_RUN_SECONDS`)."""
+    from fixative.presets import QUALITIES
+
+    steps, seconds = opts.search.steps, opts.search.seconds
+    preset = next((n for n, q in QUALITIES.items() if (q.steps, q.seconds) == (steps, seconds)), None)
+    what = f"search.quality {preset}" if preset else "these settings"
+    limit = f"{seconds:.0f} s time limit" if seconds else "no time limit"
+    per_image = [speed.seconds_for(p, steps, seconds) for p in sizes or [pixels]]
+    mean = sum(per_image) / len(per_image)
+    log.info("expected time per image with %s (%d steps, %s) on %s: about %s for a %.2g MP image "
+             "(%.3g s per step at %.2g MP, %s)", what, steps, limit, device, duration(mean),
+             sum(sizes or [pixels]) / len(sizes or [pixels]) / 1e6, speed.seconds_per_step, speed.pixels / 1e6, where)
+    total = sum(per_image)
+    if len(per_image) > 1:
+        log.info("all %d images: about %s", len(per_image), duration(total))
+    if total > LONG_RUN_SECONDS:
+        log.warning("warning: this portfolio would take about %s here, over an hour. For less: search.quality fast "
+                    "(60 steps, at most 60 s per image), search.seconds per image, or a GPU (models.device cuda). "
+                    "Finished images are kept if you stop it (Ctrl+C); rerun to go on.", duration(total))
+
+
+def announce(opts, cache=None) -> bool:
+    """Before a long run: measure (or recall) this machine's speed and log the expected time per image.
+
+    ``opts``: the run's :class:`~fixative.options.ProtectOptions`; the models are got from ``cache`` (a
+    :class:`~fixative.models.loading.ProtectorCache`: pass the same one to
+    :func:`~fixative.batch.runner.run_batch`, so they load once). Returns whether models were loaded
+    (False when nothing was measured: few steps, no readable image, several processes). Never raises for
+    a bad input: the batch itself reports those.
+    """
+    if (opts.search.steps < MIN_STEPS_TO_PROBE or opts.output.shard is not None
+            or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        return False
+    first, sizes = _first_image(opts)
+    if first is None:
+        return False
+    from fixative.models.loading import ProtectorCache
+
+    protector = (cache if cache is not None else ProtectorCache()).get(opts.models.spec())
     device = str(protector.device)
     key = speed_key(opts, device)
     pixels = int(first.rgb.shape[-2] * first.rgb.shape[-1])
     speed = cached_speed(key, pixels)
     where = f"cached in {cache_file()}"
     if speed is None:
-        log.info("measuring this machine's speed: %d search steps on %s...", PROBE_STEPS, first.path.name)
-        settings = OptimizerSettings(method=opts.method, seed=opts.seed, linf=opts.linf, precision=opts.precision,
-                                     robust=robust_settings(opts, tuple(first.rgb.shape[-2:])))
-        objective = "away" if opts.objective == "away" or (opts.mode == "immunize" and opts.target is None
-                                                           and not opts.target_options) else "target"
-        try:
-            speed = probe(protector, first.rgb, restyle(first.rgb) if objective == "target" else None,
-                          objective=objective, budget=budget_limit(opts), settings=settings)
-        except (RuntimeError, FixativeError) as exc:
-            log.info("could not measure the speed (%s); no time estimate", exc)
-            return BatchHooks(protector=protector)
-        remember(key, speed)
+        speed = _measure(opts, protector, first, key)
+        if speed is None:
+            return True
         where = f"measured now, cached in {cache_file()}"
-    preset = next((n for n, q in QUALITIES.items() if (q.steps, q.seconds) == (opts.steps, opts.seconds)), None)
-    what = f"--quality {preset}" if preset else "these settings"
-    limit = f"{opts.seconds:.0f} s time limit" if opts.seconds else "no time limit"
-    per_image = [speed.seconds_for(p, opts.steps, opts.seconds) for p in sizes or [pixels]]
-    mean = sum(per_image) / len(per_image)
-    log.info("expected time per image with %s (%d steps, %s) on %s: about %s for a %.2g MP image "
-             "(%.3g s per step at %.2g MP, %s)", what, opts.steps, limit, device, duration(mean),
-             sum(sizes or [pixels]) / len(sizes or [pixels]) / 1e6, speed.seconds_per_step, speed.pixels / 1e6, where)
-    total = sum(per_image)
-    if len(per_image) > 1:
-        log.info("all %d images: about %s", len(per_image), duration(total))
-    if total > LONG_RUN_SECONDS:
-        log.warning("warning: this portfolio would take about %s here, over an hour. For less: --quality fast "
-                    "(60 steps, at most 60 s per image), --seconds S per image, or a GPU (--device cuda). "
-                    "Finished images are kept if you stop it (Ctrl+C); rerun to go on.", duration(total))
-    return BatchHooks(protector=protector)
+    _say(opts, speed, sizes, pixels, device, where)
+    return True
 
 
 def duration(seconds: float) -> str:

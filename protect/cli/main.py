@@ -24,22 +24,14 @@ from pathlib import Path
 from fixative import __version__
 from fixative.cli import identity as identity_commands
 from fixative.cli import target_flags
-from fixative.core.devices import DEVICE_CHOICES
-from fixative.defaults import (
-    DEFAULT_JPEG_QUALITY,
-    DEFAULT_ROBUST,
-    DEFAULT_VIEWS,
-    MAX_PIXELS,
-    METHODS,
-    OUTPUT_FORMATS,
-    PRECISIONS,
-    ROBUST_LEVELS,
-    VIEW_LEVELS,
-)
+from fixative.cli.common import add_options, int_at_least, positive_int
+from fixative.cli.terms import FlagTerms, error_line
+from fixative.defaults import DEFAULT_FORMAT, DEFAULT_JPEG_QUALITY, DEFAULT_MODE, MAX_PIXELS, OUTPUT_FORMATS
 from fixative.errors import FixativeError
+from fixative.options import Mode, Objective, OptOutLevel
 from fixative.presets import INTENSITIES, QUALITIES
-from fixative.provenance.optout import DEFAULT_OPT_OUT, OPT_OUTS
-from fixative.targets.modes import MODES
+
+__all__ = ["int_at_least", "main", "output_names", "parse_protect_args", "positive_int", "protect_options"]
 
 log = logging.getLogger("fixative")
 
@@ -54,55 +46,28 @@ def __getattr__(name: str):
 
 
 def output_names(inputs: list[Path], out_dir: Path, suffix: str = ".png") -> dict[Path, Path]:
-    """Deterministic output path per input (see :func:`fixative.batch.runner.plan_outputs`)."""
-    from fixative.batch.runner import InputItem, plan_outputs
+    """Deterministic output path per input (see :func:`fixative.batch.outputs.plan_outputs`)."""
+    from fixative.batch.inputs import InputItem
+    from fixative.batch.outputs import plan_outputs
 
     jobs = plan_outputs([InputItem(p, Path(p.name)) for p in inputs], out_dir, suffix)
     return {job.input: job.output for job in jobs}
 
 
-def int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``, with a clear message otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-positive_int = int_at_least(1)
-
-
-def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The ``fixative`` parser. ``argv``: the command line about to be parsed; only the plugin command it
-    names is built in full (the others stay light placeholders, so ``--help`` loads no heavy module)."""
-    from fixative.cli.suggest import SuggestingParser
-
-    parser = SuggestingParser(prog="fixative", description="Protect artwork against generative-AI mimicry.")
-    parser.add_argument("--version", action="version", version=f"fixative {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("protect", help="protect images", description="Protect images, no more visible than a JPEG of "
-                       "them (--intensity), or within an LPIPS budget (--budget).")
+def _add_protect_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     p.add_argument("-r", "--recursive", action="store_true", help="take images from subfolders of INPUT folders too")
-    p.add_argument("--mode", choices=MODES, default="cloak",
+    p.add_argument("--mode", choices=tuple(m.value for m in Mode), default=DEFAULT_MODE,
                    help="cloak (style, Glaze-like), poison (concept, Nightshade-like): towards --target; "
                         "immunize (PhotoGuard/Mist-like): away from the image's own encoding unless --target "
-                        "is given (default cloak)")
+                        f"is given (default {DEFAULT_MODE})")
     p.add_argument("--target", type=Path, help="target image; resized to each input's size")
-    p.add_argument("--objective", choices=("target", "away"),
+    p.add_argument("--objective", choices=tuple(o.value for o in Objective),
                    help="override the mode's objective: towards --target, or away from the image's own")
-    p.add_argument("--encoder", action="append", dest="encoders", metavar="SPEC",
-                   help="encoder: short name (taef2, sd15, sdxl, flux1, ...), folder, file or hub id; repeatable "
-                        "(default: taef2)")
+
+
+def _add_protect_strength(p: argparse.ArgumentParser) -> None:
     strength = p.add_mutually_exclusive_group()
     strength.add_argument("--intensity", choices=tuple(INTENSITIES),
                           help="how visible the protection may be: no more than the image's own JPEG at quality "
@@ -116,25 +81,10 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="effort preset: " + ", ".join(
                        f"{k} {q.steps} steps" + (f"/{q.seconds:.0f} s" if q.seconds else "")
                        for k, q in QUALITIES.items()) + " (default standard)")
-    p.add_argument("--seconds", type=float, help="time limit for each image's search, in seconds")
-    p.add_argument("--steps", type=int, help="step limit for each image (default 300)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--method", choices=METHODS, default="fixative", help="search method (default fixative)")
-    p.add_argument("--linf", type=float, help="optional per-pixel cap in 0-1 units (e.g. 0.03)")
-    p.add_argument("--robust", choices=ROBUST_LEVELS,
-                   help="protection that survives re-encoding: off (strongest on untouched files, lost to JPEG "
-                        "and resizing), web (survives platforms' JPEG and resizing; without --for it protects for "
-                        "the generic pipeline, 2048 px and JPEG 85), strong (also noise, blur and encode-decode; "
-                        f"slower) (default {DEFAULT_ROBUST})")
-    p.add_argument("--views", choices=VIEW_LEVELS, default=DEFAULT_VIEWS,
-                   help="train (default): protect what a model trained on the image sees, its views resized to "
-                        "trainers' sizes (shorter side 512-1024 px, buckets of 0.25-1 MP), cropped and flipped; "
-                        "the search cost then stops growing with the image's size. off: the image at its own size "
-                        "only, in tiles")
-    p.add_argument("--for", dest="platform", metavar="PLATFORM",
-                   help="protect for a platform's upload pipeline (its size limit and JPEG quality): "
-                        "generic, instagram, x, facebook, artstation, deviantart, tumblr, bluesky, mastodon")
-    p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default="png",
+
+
+def _add_protect_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default=DEFAULT_FORMAT,
                    help="output format: png (lossless, default), webp (lossless), tiff, or jpeg (lossy: "
                         "weakens the protection; the saved file is measured again)")
     p.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY,
@@ -143,18 +93,12 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help=f"refuse images with more pixels than this, before decoding (default {MAX_PIXELS:,})")
     p.add_argument("--shard", metavar="I/N", help="do only the I-th of N shares of the portfolio (1 <= I <= N); "
                                                   "under 'accelerate launch' the shares are set automatically")
-    p.add_argument("--models-dir", type=Path, help="folder holding model files (see models/README.md)")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default auto)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute precision (default auto)")
-    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
-    p.add_argument("--tile-size", type=int, default=1024, help="images larger than this are tiled (pixels)")
-    p.add_argument("--tile-batch", type=positive_int, metavar="N",
-                   help="tiles optimised together per pass (default: as many as the free GPU memory holds on "
-                        "CUDA, 1 on the CPU)")
-    p.add_argument("--check-encoder", action="append", dest="check_encoders", metavar="SPEC", default=[],
-                   help="also measure the result on this encoder without crafting against it (e.g. craft on the "
-                        "tiny taef2, check on the full flux2 VAE: the transfer); repeatable")
-    p.add_argument("--opt-out", choices=tuple(OPT_OUTS), default=DEFAULT_OPT_OUT,
+
+
+def _add_protect_provenance(p: argparse.ArgumentParser) -> None:
+    from fixative.defaults import DEFAULT_OPT_OUT
+
+    p.add_argument("--opt-out", choices=tuple(o.value for o in OptOutLevel), default=DEFAULT_OPT_OUT,
                    help="the machine-readable 'do not train' statement written into every output (IPTC "
                         "plus:DataMining in the XMP, and the CAWG training-mining assertion of its Content "
                         "Credentials): ai-training (prohibited for AI/ML training; the default), gen-ai "
@@ -169,12 +113,26 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--absolute-paths", action="store_true",
                    help="records name the input, target and model files by absolute path (default: relative to "
                         "the record's folder, so a shared record does not show your folders)")
+
+
+def _add_protect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("protect", help="protect images", description="Protect images, no more visible than a JPEG of "
+                       "them (--intensity), or within an LPIPS budget (--budget).")
+    _add_protect_inputs(p)
+    add_options(p, ["--encoder"])
+    _add_protect_strength(p)
+    add_options(p, ["--seconds", "--steps", "--seed", "--method", "--linf", "--robust", "--views", "--for"])
+    _add_protect_output(p)
+    add_options(p, ["--models-dir", "--device", "--precision", "--lpips-net", "--tile-size", "--tile-batch",
+                    "--check-encoder"])
+    _add_protect_provenance(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on standard output")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only problems")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_options(p, ["--quiet", "--verbose"])
     target_flags.add_arguments(p)
     p.set_defaults(handler=_protect)
 
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="check protected files against their records",
                        description="Check every output in DIR against its provenance record and the portfolio "
                                    "index; report tampered, missing and unrecorded files (exit 1 if any).")
@@ -186,11 +144,22 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="report signatures by untrusted signers as problems (exit 1), e.g. a forger's own key")
     v.add_argument("--json", action="store_true", help="print the report as JSON on standard output")
     v.add_argument("-q", "--quiet", action="store_true", help="print only problems")
-    v.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_options(v, ["--verbose"])
     v.set_defaults(handler=_verify)
-    identity_commands.register(sub)
-    from fixative.cli.models import register as register_models
 
+
+def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``fixative`` parser. ``argv``: the command line about to be parsed; only the plugin command it
+    names is built in full (the others stay light placeholders, so ``--help`` loads no heavy module)."""
+    from fixative.cli.models import register as register_models
+    from fixative.cli.suggest import SuggestingParser
+
+    parser = SuggestingParser(prog="fixative", description="Protect artwork against generative-AI mimicry.")
+    parser.add_argument("--version", action="version", version=f"fixative {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_protect(sub)
+    _add_verify(sub)
+    identity_commands.register(sub)
     register_models(sub)
     _add_plugin_commands(sub, argv)
     return parser
@@ -259,50 +228,79 @@ def parse_protect_args(argv: list[str]) -> argparse.Namespace:
 
 
 def protect_options(args: argparse.Namespace, *, target_maker=None):
-    """The :class:`~fixative.batch.runner.BatchOptions` of a parsed ``protect`` command line.
+    """The :class:`~fixative.options.ProtectOptions` of a parsed ``protect`` command line (checked).
 
     ``target_maker``: a :class:`~fixative.targets.made.TargetMaker` to reuse for made targets (an app keeps
-    one between runs so the generator loads once); by default a new one is made for the run.
+    one between runs so the generator loads once); by default the batch makes one for the run.
     """
-    from fixative.batch.runner import BatchOptions, parse_shard
-    from fixative.presets import effort_for, like_jpeg_for, robust_for_quality
+    from fixative.batch.shards import parse_shard
+    from fixative.options import ModelOptions, OutputOptions, ProtectOptions, SearchOptions
     from fixative.provenance.identity import find_identity
 
-    steps, seconds = effort_for(args.quality, args.steps, args.seconds)
-    return BatchOptions(
-        inputs=list(args.inputs), out=args.out, target=args.target, mode=args.mode, objective=args.objective,
-        encoders=args.encoders or ["taef2"], budget=args.budget,
-        like_jpeg=like_jpeg_for(args.intensity, args.like_jpeg), steps=steps,
-        seconds=seconds, seed=args.seed, method=args.method, precision=args.precision,
-        linf=args.linf,
-        lpips_net=args.lpips_net, tile_size=args.tile_size, device=args.device, models_dir=args.models_dir,
-        format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
-        recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None, quiet=args.quiet,
-        target_options=target_flags.batch_target_options(args, maker=target_maker),
-        check_encoders=args.check_encoders, tile_batch=args.tile_batch,
-        robust=robust_for_quality(args.quality, args.robust, DEFAULT_ROBUST), platform=args.platform,
-        views=args.views,
-        absolute_paths=getattr(args, "absolute_paths", False),
-        opt_out=args.opt_out, identity=None if args.no_credentials else find_identity(args.identity),
-    )
+    search = SearchOptions.from_presets(
+        intensity=args.intensity, quality=args.quality, steps=args.steps, seconds=args.seconds,
+        like_jpeg=args.like_jpeg, robust=args.robust, budget=args.budget, seed=args.seed, method=args.method,
+        precision=args.precision, linf=args.linf, platform=args.platform, views=args.views,
+        tile_size=args.tile_size, tile_batch=args.tile_batch)
+    models = ModelOptions(encoders=tuple(args.encoders or ModelOptions().encoders),
+                          check_encoders=tuple(args.check_encoders), lpips_net=args.lpips_net,
+                          models_dir=args.models_dir, device=args.device)
+    output = OutputOptions(
+        out=args.out, format=args.format, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels,
+        recursive=args.recursive, shard=parse_shard(args.shard) if args.shard else None,
+        absolute_paths=getattr(args, "absolute_paths", False), opt_out=args.opt_out,
+        identity=None if args.no_credentials else find_identity(args.identity))
+    return ProtectOptions(inputs=tuple(args.inputs), output=output, search=search, models=models,
+                          target=target_flags.target_spec(args, maker=target_maker), quiet=args.quiet).check()
+
+
+#: for tests of interruption: ``IMAGE:STEP[:SIGNAL]`` makes ``fixative protect`` send itself SIGNAL (a
+#: name, default KILL) at search step STEP (from 1) of image IMAGE (from 0): a fault-injection point
+FAULT_ENV = "FIXATIVE_TEST_SIGNAL_AT"
+
+
+def _fault_hooks(hooks):
+    """``hooks`` with the :data:`FAULT_ENV` fault-injection point added, when that variable is set."""
+    import os
+
+    at = os.environ.get(FAULT_ENV)
+    if not at:
+        return hooks
+    from fixative.batch.runner import BatchHooks
+
+    image, step, *name = at.split(":")
+    signum = getattr(signal, f"SIG{(name or ['KILL'])[0].upper()}")
+    hooks = hooks or BatchHooks()
+    current = {"image": -1}
+
+    def on_image(index: int, count: int, job) -> None:
+        current["image"] = index
+
+    def on_step(job, info) -> None:
+        if current["image"] == int(image) and info.step >= int(step):
+            os.kill(os.getpid(), signum)
+
+    hooks.on_image, hooks.on_step = on_image, on_step
+    return hooks
 
 
 def _protect(args: argparse.Namespace) -> int:
     from fixative.batch.runner import run_batch
+    from fixative.models.loading import ProtectorCache
     from fixative.provenance.identity import identity_summary
 
     opts = protect_options(args)
-    if opts.identity is not None:
-        log.info("signing Content Credentials as %s", identity_summary(opts.identity))
+    if opts.output.identity is not None:
+        log.info("signing Content Credentials as %s", identity_summary(opts.output.identity))
     elif not args.no_credentials and not args.quiet:
         log.info("outputs carry the opt-out (%s) but are not signed: you have no signing identity yet "
-                 "(fixative identity create --name \"Your Name\")", opts.opt_out)
-    hooks = None
+                 "(fixative identity create --name \"Your Name\")", opts.output.opt_out)
+    cache = ProtectorCache()
     if not args.quiet:  # time up front: measured on this machine (cached), before a long run
         from fixative.batch.timing import announce
 
-        hooks = announce(opts)
-    summary = run_batch(opts, hooks)
+        announce(opts, cache)
+    summary = run_batch(opts, _fault_hooks(None), cache=cache)
     if not summary.report:  # a non-main process of an accelerate run: the main one reports
         return 0
     done, skipped, failed = (summary.count(s) for s in ("done", "skipped", "failed"))
@@ -351,12 +349,15 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("PIL").setLevel(logging.INFO)  # its chunk-by-chunk debug lines are noise here
+    terms = FlagTerms()
+    for handler in logging.getLogger().handlers:  # the library's lines in this command's flags
+        handler.addFilter(terms)
     signals: list[int] = []
     previous = _on_sigterm(signals)
     try:
         return args.handler(args)
     except FixativeError as exc:
-        log.error("error: %s", exc)
+        log.error("error: %s", error_line(exc))
         return 2
     except KeyboardInterrupt as exc:
         # the batch says what it saved; a subcommand may say what an interruption keeps (``interrupted``)
@@ -364,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("interrupted%s: %s", " (SIGTERM)" if signals else "", said)
         return 128 + (signals[0] if signals else signal.SIGINT)
     finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(terms)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

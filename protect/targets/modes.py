@@ -9,28 +9,35 @@
 - ``immunize`` (PhotoGuard/Mist-like) pushes the view away from the image's own encoding, or
   towards ``--target`` when one is given.
 
-Made targets (a style re-render, a concept anchor, a fixed pattern) plug in here: a *target
-maker* is a function ``(TargetRequest, LoadedImage) -> Target`` registered under a kind with
-:func:`register_target_maker`; the batch calls :func:`make_target` for each image and puts
-``Target.recipe`` in the record and :meth:`TargetRequest.describe` in the settings hash.
+Made targets (a style re-render, a concept anchor, a fixed pattern) plug in here: a
+:class:`TargetFactory` is a function ``(TargetRequest, LoadedImage, on_step=None) -> Target``; the
+caller passes the factories it has to :func:`target_request` and :func:`make_target` by kind (there is
+no registry: :func:`made_target_factories` wraps a :class:`fixative.targets.made.TargetMaker`). The batch
+calls :func:`make_target` for each image and puts ``Target.recipe`` in the record and
+:meth:`TargetRequest.describe` in the settings hash.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fixative.defaults import DEFAULT_MODE
 from fixative.errors import ConfigError
+from fixative.options import Mode
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from fixative.files.images import LoadedImage
 
-MODES = ("cloak", "poison", "immunize")
-DEFAULT_MODE = "cloak"
+#: the modes (older callers import these names from here; the vocabulary is :class:`fixative.options.Mode`)
+MODES = tuple(m.value for m in Mode)
+__all__ = ["DEFAULT_MODE", "MODES", "Target", "TargetFactory", "TargetRequest", "made_target_factories",
+           "make_target", "resolve_objective", "target_request"]
 
 
 @dataclass(frozen=True)
@@ -64,20 +71,21 @@ class Target:
     recipe: dict | None
 
 
-#: ``maker(request, image, on_step=None)``; ``on_step(done, total)`` follows a generated target's denoising steps
-TargetMaker = Callable[..., Target]
-_MAKERS: dict[str, TargetMaker] = {}
+#: ``on_step(done, total)``: called after each denoising step of a generated target
+TargetStepCallback = Callable[[int, int], None]
 
 
-def register_target_maker(kind: str, maker: TargetMaker) -> None:
-    """Make ``kind`` available to :func:`make_target` (the made-targets code calls this)."""
-    _MAKERS[kind] = maker
+class TargetFactory(Protocol):
+    """Makes the target of one image for a request of its kind (``on_step``: see :func:`make_target`)."""
+
+    def __call__(self, request: TargetRequest, image: LoadedImage,
+                 on_step: TargetStepCallback | None = None) -> Target: ...
 
 
 def resolve_objective(mode: str, objective: str | None, has_target: bool) -> str:
     """The engine objective for a mode: explicit ``objective`` wins; immunize is away without a target."""
     if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise ConfigError(f"unknown target.mode {mode!r}; choose one of {', '.join(MODES)}", field="target.mode")
     if objective is not None:
         return objective
     if mode == "immunize" and not has_target:
@@ -85,24 +93,28 @@ def resolve_objective(mode: str, objective: str | None, has_target: bool) -> str
     return "target"
 
 
-def target_request(mode: str, objective: str | None, image: Path | None, options: dict | None = None) -> TargetRequest:
-    """Build and check the request for a run (raises :class:`ConfigError` for impossible combinations)."""
+def target_request(mode: str, objective: str | None, image: Path | None, options: dict | None = None,
+                   kinds: Collection[str] = ()) -> TargetRequest:
+    """Build and check the request for a run (raises :class:`ConfigError` for impossible combinations).
+
+    ``options``: a made target's options, with its ``kind``; ``kinds``: the kinds the caller has a
+    :class:`TargetFactory` for (besides the built-in ones)."""
     options = dict(options or {})
     kind = options.pop("kind", None)
     obj = resolve_objective(mode, objective, image is not None or kind is not None)
     if obj == "away":
         return TargetRequest(mode, obj, "none", options=options)
     if kind is not None:
-        if kind not in _MAKERS:
-            raise ConfigError(f"no target maker for {kind!r} is available")
+        if kind not in BUILTIN_FACTORIES and kind not in kinds:
+            raise ConfigError(f"no target factory for {kind!r} is available", field="target")
         return TargetRequest(mode, obj, kind, image, options=options)
     if image is None and mode == "cloak":
         from fixative.targets.patterns import DEFAULT_RESTYLE
 
         return TargetRequest(mode, obj, "code", options={"name": DEFAULT_RESTYLE, **options})
     if image is None:
-        hint = " or --anchor WORD (or --objective away)" if mode == "poison" else ""
-        raise ConfigError(f"--mode {mode} needs a target: --target IMAGE{hint}")
+        hint = " or target.anchor (or target.objective away)" if mode == "poison" else ""
+        raise ConfigError(f"target.mode {mode} needs a target: target.image{hint}", field="target.image")
     return TargetRequest(mode, obj, "image", image, options=options)
 
 
@@ -114,7 +126,7 @@ def _user_image(request: TargetRequest, image: LoadedImage) -> Target:
     return Target(tensor, {"kind": "image", "path": str(request.image.resolve()), "sha256": request.image_sha256})
 
 
-def _code_target(request: TargetRequest, image: LoadedImage, on_step=None) -> Target:
+def _code_target(request: TargetRequest, image: LoadedImage, on_step: TargetStepCallback | None = None) -> Target:
     """The target made by code for the image (:func:`fixative.targets.patterns.restyle`); no model, no file."""
     from fixative import __version__
     from fixative.targets.patterns import DEFAULT_RESTYLE, restyle
@@ -125,18 +137,38 @@ def _code_target(request: TargetRequest, image: LoadedImage, on_step=None) -> Ta
                                              "fixative": __version__, "model": None})
 
 
-_MAKERS["code"] = _code_target
+#: the factories every run has (a constant, never added to): the target made by code
+BUILTIN_FACTORIES: Mapping[str, TargetFactory] = MappingProxyType({"code": _code_target})
 
 
-def make_target(request: TargetRequest, image: LoadedImage,
-                on_step: Callable[[int, int], None] | None = None) -> Target:
+def made_target_factories(maker: Any) -> dict[str, TargetFactory]:
+    """The factories of the made kinds (``style``, ``anchor``, ``pattern``), made by ``maker`` (a
+    :class:`fixative.targets.made.TargetMaker`: one for a run, so its generator loads once)."""
+    from fixative.options import MadeKind
+    from fixative.targets.patterns import PATTERNS
+
+    def make(request: TargetRequest, loaded: LoadedImage, on_step: TargetStepCallback | None = None) -> Target:
+        o = request.options
+        made = maker.make(request.mode, loaded.rgb, style=o.get("style"), concept=o.get("concept"),
+                          anchor=o.get("anchor"), pattern=o.get("pattern") or PATTERNS[0], on_step=on_step)
+        return Target(made.image, made.recipe)
+
+    return {kind.value: make for kind in MadeKind}
+
+
+def make_target(request: TargetRequest, image: LoadedImage, on_step: TargetStepCallback | None = None,
+                factories: Mapping[str, TargetFactory] | None = None) -> Target:
     """The target for ``image`` under ``request``: a tensor of the image's size and a recipe.
 
     ``on_step(done, total)``: called after each denoising step while a made target is generated; an
-    exception it raises (a cancel) stops the generation and propagates.
+    exception it raises (a cancel) stops the generation and propagates. ``factories``: the made kinds'
+    factories by kind (see :func:`made_target_factories`); the built-in ones need none.
     """
     if request.kind == "none":
         return Target(None, None)
     if request.kind == "image":
         return _user_image(request, image)
-    return _MAKERS[request.kind](request, image, on_step=on_step)
+    factory = BUILTIN_FACTORIES.get(request.kind) or (factories or {}).get(request.kind)
+    if factory is None:
+        raise ConfigError(f"no target factory for {request.kind!r} is available", field="target")
+    return factory(request, image, on_step=on_step)
