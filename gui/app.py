@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fixative.gui import events, panels
+from fixative.gui.form import DEFAULT_ENCODERS
 from fixative.gui.uploads import DEFAULT_MAX_FILE_BYTES
 from fixative.gui.workbench import Workbench
 
@@ -27,7 +28,7 @@ class AppConfig:
     models_dir: Path | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_pixels: int | None = None
-    encoders: tuple[str, ...] = ("taef2",)
+    encoders: tuple[str, ...] = DEFAULT_ENCODERS
     device: str = "auto"
     root: Path | None = None
     target_cache: Path | None = None  # None: made targets live in the temporary folder, deleted at exit

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from fixative.defaults import DEFAULT_ENCODER
 from fixative.errors import ConfigError
 from fixative.files.images import MAX_PIXELS
 from fixative.options import (
@@ -35,9 +36,9 @@ from fixative.options import (
 from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 #: where an immunization's target comes from (besides the user's own image)
-IMMUNIZE_TARGETS = ("away", "texture", "gray")
+IMMUNIZE_TARGETS = ("away", *(pattern.value for pattern in Pattern))
 #: the first encoders offered (any spec the command line takes works)
-DEFAULT_ENCODERS = ("taef2",)
+DEFAULT_ENCODERS = (DEFAULT_ENCODER,)
 #: the style cloak's default: a target made by code on this computer (:func:`fixative.targets.patterns.restyle`; no
 #: diffusion model, no download; ``fixative protect`` without --target or --style does the same)
 BUILTIN_STYLE = "built-in"
@@ -45,7 +46,8 @@ BUILTIN_STYLE = "built-in"
 
 @dataclass
 class JobSettings:
-    """What the artist chose. Strings are the command line's values.
+    """What the artist chose, as the form gives it: strings are the options' values (:func:`job_options` turns
+    them into the library's enums).
 
     - ``mode``: ``cloak``, ``poison`` or ``immunize``.
     - ``target_image``: a target picture of the user's (any mode); else the mode's made target:
@@ -121,14 +123,14 @@ def parse_encoders(text: str) -> list[str]:
 
 
 def job_options(settings: JobSettings, inputs: list[Path], out: Path, *, models_dir: Path | None = None,
-                max_pixels: int = MAX_PIXELS, target_cache: Path | None = None, maker=None) -> ProtectOptions:
+                max_pixels: int = MAX_PIXELS, target_cache: Path | None = None) -> ProtectOptions:
     """The checked :class:`~fixative.options.ProtectOptions` that do what ``settings`` ask, for the images
     ``inputs``, written into ``out`` as PNG with their records (signed with the user's identity when
     ``settings.credentials``, and they have one).
 
-    ``target_cache``: where made targets are cached; ``maker``: a :class:`~fixative.targets.made.TargetMaker`
-    to reuse for a made target. Raises :class:`~fixative.errors.ConfigError` (its ``field``: the option's
-    path, see :func:`control_message`).
+    ``models_dir``: the app's models folder; ``max_pixels``: the app's pixel limit; ``target_cache``: where
+    made targets are cached. Raises :class:`~fixative.errors.ConfigError` (its ``field``: the option's path,
+    see :func:`control_message`).
     """
     from fixative.provenance.identity import find_identity
 
@@ -144,11 +146,8 @@ def job_options(settings: JobSettings, inputs: list[Path], out: Path, *, models_
     output = OutputOptions(out=out, format=OutputFormat.PNG, max_pixels=int(max_pixels),
                            opt_out=coerce(OptOutLevel, settings.opt_out, "output.opt_out"),
                            identity=find_identity() if settings.credentials else None)
-    target = target_spec(settings, target_cache)
-    if maker is not None and target.made is not None:
-        target = replace(target, maker=maker)
     return ProtectOptions(inputs=tuple(str(p) for p in inputs), output=output, search=search, models=models,
-                          target=target, quiet=True).check()
+                          target=target_spec(settings, target_cache), quiet=True).check()
 
 
 def model_options(settings: JobSettings, models_dir: Path | None = None) -> ModelOptions:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from fixative.core.devices import DEVICE_CHOICES
-from fixative.defaults import PRECISIONS
 from fixative.files.images import IMAGE_SUFFIXES
 from fixative.gui.credentials import OPT_OUT_LABELS, credentials_note
 from fixative.gui.explain import (
@@ -24,6 +23,7 @@ from fixative.gui.explain import (
 )
 from fixative.gui.form import BUILTIN_STYLE
 from fixative.gui.workbench import Workbench
+from fixative.options import Precision
 from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 MODE_LABELS = {"cloak": "Style cloak", "poison": "Concept poison", "immunize": "Immunize"}
@@ -113,7 +113,7 @@ def advanced(gr, ui: SimpleNamespace, encoders: list[str], device: str) -> None:
         with gr.Row():
             ui.seed = gr.Number(0, label="Seed", precision=0, minimum=0)
             ui.device = gr.Dropdown(list(DEVICE_CHOICES), value=device, label="Device")
-            ui.precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision")
+            ui.precision = gr.Dropdown([p.value for p in Precision], value=Precision.AUTO.value, label="Precision")
         with gr.Row():
             ui.steps = gr.Number(None, label="Steps (0 = the quality's)", precision=0, minimum=0,
                                  elem_id="fx-steps")

@@ -341,16 +341,20 @@ def _output_info(icc: bytes | None, exif: bytes | None, xmp: bytes | None, dpi, 
     return info
 
 
-def load_target(path: str | Path, size: tuple[int, int]) -> Tensor:
-    """Read a target image and resize it (bicubic, antialiased) to (height, width)."""
-    target = load_image(path).rgb
-    if tuple(target.shape[-2:]) != tuple(size):
-        import torch
+def resize_rgb(rgb: Tensor, size: tuple[int, int]) -> Tensor:
+    """``rgb`` (N,C,H,W in [0,1]) at ``size`` (height, width): bicubic, antialiased, clamped to [0,1]; the
+    tensor itself when it already has that size. How a target (a file or a generated one) meets the artwork."""
+    if tuple(rgb.shape[-2:]) == tuple(size):
+        return rgb
+    import torch
 
-        target = torch.nn.functional.interpolate(
-            target, size=size, mode="bicubic", antialias=True, align_corners=False
-        ).clamp(0, 1)
-    return target
+    return torch.nn.functional.interpolate(rgb, size=size, mode="bicubic", antialias=True,
+                                           align_corners=False).clamp(0, 1)
+
+
+def load_target(path: str | Path, size: tuple[int, int]) -> Tensor:
+    """Read a target image and resize it (see :func:`resize_rgb`) to (height, width)."""
+    return resize_rgb(load_image(path).rgb, size)
 
 
 def to_uint8(rgb: Tensor) -> np.ndarray:

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fixative.files.images import resize_rgb
 from fixative.targets.cache import cache_key, image_digest, quantize8
-from fixative.targets.generation import MadeTarget, StepCallback, StepCounter, call_pipeline, generation_size, resize
+from fixative.targets.generation import MadeTarget, StepCallback, StepCounter, call_pipeline, generation_size
 from fixative.targets.sources import PipelineSource
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class AnchorTargets:
         clip = by.startswith("clip")
         best = (max if clip else min)(range(len(seeds)), key=lambda i: scores[i])
         log.info("anchor %r: chose seed %d of %d candidates (%s)", anchor, seeds[best], len(seeds), by)
-        target = quantize8(resize(made.images[best], (h, w)))
+        target = quantize8(resize_rgb(made.images[best], (h, w)))
         fields = self._model_fields(source, made.pipe)
         if made.pipe is None and made.made_with:  # every candidate came from the cache: say how they were made
             fields.update({k: made.made_with[k] for k in ("pipeline", "scheduler", "device", "dtype")
@@ -135,7 +136,7 @@ class AnchorTargets:
         vae = getattr(pipe, "vae", None)
         size = tuple(candidates[0].shape[-2:])
         if vae is None:
-            ref = resize(image.float().cpu(), size)
+            ref = resize_rgb(image.float().cpu(), size)
             return [float(F.mse_loss(c, ref)) for c in candidates], "pixels"
 
         def encode(x: Tensor) -> Tensor:
@@ -144,5 +145,5 @@ class AnchorTargets:
             dist = getattr(out, "latent_dist", None)
             return (dist.mean if dist is not None else out.latents).float().cpu()
 
-        ref = encode(resize(image.float().cpu(), size))
+        ref = encode(resize_rgb(image.float().cpu(), size))
         return [float(F.mse_loss(encode(c), ref)) for c in candidates], f"latent:{source.spec}/vae"

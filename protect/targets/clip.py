@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fixative.errors import FixativeError
+from fixative.files.images import resize_rgb
 from fixative.models.hub import is_hub_id
 from fixative.models.store import ModelStore
-from fixative.targets.generation import resize
 
 #: the CLIP model looked for (locally only, never downloaded unasked) to rank anchor candidates
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -107,7 +107,7 @@ class ClipScorer:
         x = images.detach().float().cpu()
         h, w = x.shape[-2:]
         s = self.size / min(h, w)
-        x = resize(x, (max(self.size, round(h * s)), max(self.size, round(w * s))))
+        x = resize_rgb(x, (max(self.size, round(h * s)), max(self.size, round(w * s))))
         top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
         x = x[..., top:top + self.size, left:left + self.size]
         x = ((x - self.mean) / self.std).to(self.device)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fixative.errors import ConfigError, FixativeError
@@ -97,13 +96,6 @@ def generation_size(pipe: Any, height: int, width: int, resolution: int | None =
     gh = max(multiple, round(height * scale / multiple) * multiple)
     gw = max(multiple, round(width * scale / multiple) * multiple)
     return gh, gw
-
-
-def resize(img: Tensor, size: tuple[int, int]) -> Tensor:
-    """``img`` (N,C,H,W in [0,1]) at ``size`` (h, w): bicubic with antialiasing, clamped to [0,1]."""
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    return F.interpolate(img, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 class StepCounter:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fixative.errors import ConfigError
+from fixative.files.images import resize_rgb
 from fixative.targets.cache import cache_key, image_digest, quantize8
 from fixative.targets.generation import (
     MadeTarget,
@@ -26,7 +27,6 @@ from fixative.targets.generation import (
     StepCounter,
     call_pipeline,
     generation_size,
-    resize,
 )
 from fixative.targets.names import STYLES
 
@@ -180,7 +180,7 @@ class StyleTargets:
         counter = StepCounter(on_step, denoising)
         images = call_pipeline(
             pipe, counter, prompt=prompt,
-            image=resize(image.float().cpu().clamp(0, 1), (gh, gw)), strength=s.strength,
+            image=resize_rgb(image.float().cpu().clamp(0, 1), (gh, gw)), strength=s.strength,
             num_inference_steps=s.steps, guidance_scale=s.guidance, negative_prompt=s.negative_prompt,
             generator=torch.Generator("cpu").manual_seed(s.seed),
         )
@@ -190,4 +190,4 @@ class StyleTargets:
             "guidance": s.guidance, "steps": s.steps, **self._model_fields(source, pipe),
             "generation_size": [gh, gw], "size": [h, w],
         }
-        return quantize8(resize(images[:1], (h, w))), recipe
+        return quantize8(resize_rgb(images[:1], (h, w))), recipe
