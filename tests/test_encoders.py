@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fake_hub_snapshot, require_shared
 from safetensors.torch import save_file
 
 import fixative.models.store as store_mod
@@ -27,6 +26,8 @@ from fixative.models.encoders import (
 )
 from fixative.models.store import ENV_MODELS_DIR, ModelStore
 from fixative.models.taesd import TAESanaEncoder, TAESDDecoder, TAESDEncoder
+
+from tiny import fake_hub_snapshot, require_shared
 
 H, W = 37, 53  # odd sizes: every encoder must pad internally
 

@@ -110,7 +110,6 @@ def test_noisy_upscale_with_a_learned_upscaler(images):
 def _tiny_upscale_pipeline(folder: Path) -> Path:
     """A tiny random StableDiffusionUpscalePipeline (x4 VAE, 7-channel UNet) saved to ``folder``."""
     pytest.importorskip("transformers", reason="the eval extra (transformers, for the CLIP text encoder) is missing")
-    from conftest import tiny_clip_tokenizer
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -119,6 +118,8 @@ def _tiny_upscale_pipeline(folder: Path) -> Path:
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tiny import tiny_clip_tokenizer
 
     torch.manual_seed(0)
     tok = tiny_clip_tokenizer(folder.parent / "upscaler-vocab")

