@@ -33,6 +33,9 @@ _nonneg_int = int_at_least(0)
 _positive_int = int_at_least(1)
 
 
+#: the flags of ``eval finetune``/``mimicry`` for the fields that library errors name
+MODEL_FLAGS = {"finetune.model": "--model"}
+
 def _pair(first: type, second: type):
     def parse(text: str):
         if text.lower() == "none":
@@ -244,7 +247,7 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
                         "each image, else the caption template (default auto)")
     f.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
     _add_training_args(f)
-    f.set_defaults(handler=finetune_command,
+    f.set_defaults(handler=finetune_command, flags=MODEL_FLAGS,
                    interrupted="training resumes from the last checkpoint when the same command is run again")
 
 
@@ -262,7 +265,7 @@ def _register_mimicry(sub: argparse._SubParsersAction) -> None:
     _add_mimicry_poison_args(m)
     m.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for runs, samples and the report")
     _add_training_args(m)
-    m.set_defaults(handler=mimicry_command,
+    m.set_defaults(handler=mimicry_command, flags=MODEL_FLAGS,
                    interrupted="finished training runs and checkpoints are kept; rerun the same command to go on")
 
 

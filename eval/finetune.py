@@ -50,6 +50,7 @@ from fixative.errors import ConfigError
 from fixative.eval.captions import Example
 from fixative.eval.finetune_settings import (
     ACCELERATE_PRECISION,
+    FINETUNE_MODEL,
     MIXED_PRECISIONS,
     FinetuneResult,
     FinetuneSettings,
@@ -106,8 +107,8 @@ def load_training_pipeline(spec: str, store: ModelStore) -> tuple[Any, dict]:
     text encoder: SD 1.x/2.x), and its identity (for the run's settings hash)."""
     from fixative.targets.made import load_pipeline, resolve_pipeline
 
-    source = resolve_pipeline(spec, store, option="--model")
-    pipe = load_pipeline(source, "text2img", dtype=torch.float32, store=store, progress=False, option="--model")
+    source = resolve_pipeline(spec, store, FINETUNE_MODEL)
+    pipe = load_pipeline(source, "text2img", dtype=torch.float32, store=store, progress=False)
     if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None \
             or getattr(pipe, "text_encoder_2", None) is not None:
         raise ConfigError(f"--model {spec}: {type(pipe).__name__} is not a Stable Diffusion 1.x/2.x pipeline "

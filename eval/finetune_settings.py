@@ -11,6 +11,11 @@ from pathlib import Path
 from fixative import defaults as d
 from fixative.errors import ConfigError
 from fixative.options import Precision
+from fixative.targets.sources import ModelRole
+
+#: the Stable Diffusion pipeline that ``fixative eval finetune``/``mimicry`` trains and samples from, in the
+#: words of errors about it (``fixative eval`` names its flag, ``--model``, for the field)
+FINETUNE_MODEL = ModelRole("the model", "finetune.model")
 
 
 class TrainMethod(StrEnum):

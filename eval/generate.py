@@ -57,13 +57,13 @@ class Sampler:
     def load(cls, spec: str, *, store: ModelStore | None = None, device: str | torch.device = "auto",
              precision: str = "auto") -> Sampler:
         """Load ``spec`` (hub id, folder or file) for generation on ``device`` (fp32 on the CPU; bf16/fp16 on GPUs)."""
+        from fixative.eval.finetune_settings import FINETUNE_MODEL
         from fixative.targets.made import load_pipeline, pipeline_dtype, resolve_pipeline
 
         store = store or ModelStore()
         dev = resolve_device(device)
-        source = resolve_pipeline(spec, store, option="--model")
-        pipe = load_pipeline(source, "text2img", dtype=pipeline_dtype(dev, precision), store=store, progress=False,
-                             option="--model")
+        source = resolve_pipeline(spec, store, FINETUNE_MODEL)
+        pipe = load_pipeline(source, "text2img", dtype=pipeline_dtype(dev, precision), store=store, progress=False)
         return cls(pipe, dev, spec)
 
     def native_size(self) -> int:

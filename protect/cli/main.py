@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except FixativeError as exc:
-        log.error("error: %s", error_line(exc))
+        log.error("error: %s", error_line(exc, getattr(args, "flags", None)))
         return 2
     except KeyboardInterrupt as exc:
         # the batch says what it saved; a subcommand may say what an interruption keeps (``interrupted``)

@@ -30,11 +30,13 @@ def in_flags(text: str) -> str:
     return _TERMS.sub(lambda m: COMMAND_LINE_FLAGS[m.group(1)], text)
 
 
-def error_line(exc: BaseException) -> str:
+def error_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
     """A library error as the command line says it: in its flags, naming the option's flag if the
-    message does not already."""
+    message does not already. ``flags``: a subcommand's own flags for fields (checked first; e.g.
+    ``fixative eval finetune`` names ``finetune.model`` ``--model``)."""
     text = in_flags(str(exc))
-    flag = flag_for(exc.field) if isinstance(exc, ConfigError) else None
+    field = exc.field if isinstance(exc, ConfigError) else None
+    flag = (flags or {}).get(field) or flag_for(field)
     if flag is not None and flag.startswith("-") and flag not in text:
         text = f"{flag}: {text}"
     return text

@@ -139,7 +139,7 @@ def _model_index(source: PipelineSource, store: ModelStore) -> dict:
             looked_for=(f"{source.spec.lower()}/model_index.json",) if source.short else (),
             hub_repo=source.location,
             how=(f"`hf download {source.location}` where there is network (then copy the Hugging Face cache), or "
-                 "save the pipeline with save_pretrained(DIR) and give that folder as the target model"),
+                 f"save the pipeline with save_pretrained(DIR) and give that folder as {source.role.name}"),
             detail=hub_error_detail(exc),
         ) from exc
 
@@ -178,7 +178,7 @@ def _load_pretrained(source: PipelineSource, task: Task, dtype: torch.dtype, sto
         if "AutoPipeline can't find" in str(exc) or "can't find a pipeline" in str(exc).lower():
             need = "an image-to-image (needed for style targets)" if task == "img2img" else "a text-to-image"
             raise FixativeError(
-                f"the target model {source.spec}: {index.get('_class_name', 'this model')} has no {need} pipeline "
+                f"{source.role.name} {source.spec}: {index.get('_class_name', 'this model')} has no {need} pipeline "
                 "in diffusers; use SD 1.x/2.x, SDXL, SD3 or FLUX.1"
             ) from exc
         raise FixativeError(f"cannot load the pipeline {source.spec}: {exc}") from exc

@@ -7,7 +7,7 @@ and what identifies its weights (for the target cache's keys).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,12 +28,26 @@ TARGET_MODEL_FIELD = "target.model"
 
 
 @dataclass(frozen=True)
+class ModelRole:
+    """What a pipeline is for, in the words of errors about it: ``name`` (as in "the target model sd15:
+    ...") and ``field``, the option that names it (the ``field`` of the :class:`ConfigError`)."""
+
+    name: str = "the target model"
+    field: str = TARGET_MODEL_FIELD
+
+
+#: the generator of made targets (the default role)
+TARGET_MODEL = ModelRole()
+
+
+@dataclass(frozen=True)
 class PipelineSource:
     """Where a target model is: a diffusers pipeline folder, a single checkpoint file, or a hub repo."""
 
     spec: str
     kind: Literal["folder", "file", "hub"]
     location: str
+    role: ModelRole = field(default=TARGET_MODEL, compare=False)
 
     def identity(self) -> dict:
         """What identifies the weights, for cache keys, without reading them.
@@ -57,52 +71,52 @@ class PipelineSource:
         return self.spec.lower() in PIPELINE_SHORT_NAMES
 
 
-def _source_for_path(spec: str, path: Path) -> PipelineSource:
+def _source_for_path(spec: str, path: Path, role: ModelRole) -> PipelineSource:
     path = path.resolve()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ConfigError(
-                f"the target model {spec}: {path} is not a diffusers pipeline folder (no model_index.json); "
+                f"{role.name} {spec}: {path} is not a diffusers pipeline folder (no model_index.json); "
                 "save one with pipeline.save_pretrained(DIR), or give a hub id or a single checkpoint file",
-                field=TARGET_MODEL_FIELD,
+                field=role.field,
             )
-        return PipelineSource(spec, "folder", str(path))
+        return PipelineSource(spec, "folder", str(path), role)
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
         kinds = ", ".join(SINGLE_FILE_SUFFIXES)
-        raise ConfigError(f"the target model {spec}: {path} is not a checkpoint file ({kinds})",
-                          field=TARGET_MODEL_FIELD)
-    return PipelineSource(spec, "file", str(path))
+        raise ConfigError(f"{role.name} {spec}: {path} is not a checkpoint file ({kinds})", field=role.field)
+    return PipelineSource(spec, "file", str(path), role)
 
 
-def resolve_pipeline(spec: str, store: ModelStore | None = None) -> PipelineSource:
+def resolve_pipeline(spec: str, store: ModelStore | None = None, role: ModelRole = TARGET_MODEL) -> PipelineSource:
     """Where ``spec``'s pipeline is, without loading it.
 
     Order: a short name (``sd15``, ``sd21``, ``sdxl``: a pipeline folder of that name in the model
     store, else its hub repo); an existing folder or file; a folder or file in the model store;
     a hub id (``org/name``). Raises :class:`ConfigError` (field ``target.model``) for a folder or
     file that is no pipeline, :class:`~fixative.errors.ModelNotFoundError` for one found nowhere.
+    ``role``: what the pipeline is for, in the words of those errors (the target model by default).
     """
     store = store or ModelStore()
     spec = spec.strip()
     if not spec:
-        raise ConfigError("the target model was given as an empty name", field=TARGET_MODEL_FIELD)
+        raise ConfigError(f"{role.name} was given as an empty name", field=role.field)
     short = PIPELINE_SHORT_NAMES.get(spec.lower())
     if short is not None:
         local = store.find(spec.lower())
         if local is not None and (local / "model_index.json").is_file():
-            return PipelineSource(spec, "folder", str(local.resolve()))
-        return PipelineSource(spec, "hub", short)
+            return PipelineSource(spec, "folder", str(local.resolve()), role)
+        return PipelineSource(spec, "hub", short, role)
     path = Path(spec).expanduser()
     if path.exists():
-        return _source_for_path(spec, path)
+        return _source_for_path(spec, path, role)
     found = store.find(spec)
     if found is not None:
-        return _source_for_path(spec, found)
+        return _source_for_path(spec, found, role)
     if is_hub_id(spec):
-        return PipelineSource(spec, "hub", spec)
+        return PipelineSource(spec, "hub", spec, role)
     raise store.not_found(
         spec,
         looked_for=(spec,),
-        how=("give the target model as a diffusers pipeline folder (saved with save_pretrained), a single checkpoint "
+        how=(f"give {role.name} as a diffusers pipeline folder (saved with save_pretrained), a single checkpoint "
              f"file, a Hugging Face repo id (org/name), or a short name: {', '.join(PIPELINE_SHORT_NAMES)}"),
     )
