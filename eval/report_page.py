@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 
 CSS = """
@@ -76,13 +74,8 @@ def figure_png(fig) -> str:
 
 
 def atomic_write(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` through a temporary file beside it and a rename (folders made)."""
+    """Write ``data`` to ``dest`` atomically (:func:`fixative.files.atomic.atomic_write`), folders made."""
+    from fixative.files.atomic import atomic_write as write
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write(dest, data)

@@ -21,16 +21,15 @@ import torch
 
 from fixative.errors import FixativeError
 from fixative.eval.finetune_settings import TrainMethod
+from fixative.files.atomic import atomic_write_json, atomic_write_text
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 STATE_LORA_FILE = "unet_lora.safetensors"
 
 
 def atomic_json(dest: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``dest`` through a ``.partial`` file and a rename."""
-    tmp = dest.with_name(f".{dest.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, dest)
+    """Write ``data`` as indented JSON to ``dest``, atomically (:mod:`fixative.files.atomic`)."""
+    atomic_write_json(dest, data, allow_nan=False, default=str)
 
 
 def read_losses(path: Path, upto: int | None = None) -> list[dict]:
@@ -50,9 +49,7 @@ def read_losses(path: Path, upto: int | None = None) -> list[dict]:
 
 def write_losses(path: Path, rows: list[dict]) -> None:
     """Rewrite ``loss.jsonl`` with ``rows`` (atomically)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def checkpoint_dirs(out: Path) -> list[tuple[int, Path]]:

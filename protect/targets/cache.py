@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from fixative.files.atomic import atomic_write_json
 from fixative.files.images import atomic_save, to_uint8
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,5 @@ class TargetCache:
         png = self.path(key)
         png.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(Image.fromarray(to_uint8(image), "RGB"), png, format="PNG")
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".part", dir=png.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(recipe, fh, indent=2, default=str)
-                fh.write("\n")
-            os.replace(tmp, png.with_suffix(".json"))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(png.with_suffix(".json"), recipe, default=str)
         return png
