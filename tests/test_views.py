@@ -171,7 +171,9 @@ def test_time_limit_honoured_on_a_large_image(perceptual):
     result = protector.protect(x, t, budget=0.05, settings=OptimizerSettings(
         steps=10_000, seconds=4.0, precision="fp32", linf=8 / 255, views="train"))
     search = result.metrics.search_seconds
-    assert result.metrics.stopped == "seconds" and search <= 4.0 + 2.0  # a step may not start past the limit
+    # a step may not start past the limit: the search ends within one step of it (a step at 1024 px is about
+    # a second on a quiet machine, several under load)
+    assert result.metrics.stopped == "seconds" and search <= 4.0 + max(2.0, 1.5 * search / result.metrics.steps)
     assert result.metrics.tiles == 1 and result.settings["work_size"] == [1024, 1536]
     assert result.image.shape == x.shape
     # what follows the search (upsampling, the full-size check, measuring) is bounded too
