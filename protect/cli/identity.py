@@ -11,6 +11,9 @@ from fixative.errors import ConfigError
 log = logging.getLogger("fixative")
 
 
+#: the flags of ``fixative identity create`` for the fields that the library's errors name
+IDENTITY_FLAGS = {"identity.name": "--name", "identity.years": "--years", "identity.force": "--force"}
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fixative identity`` (``create``, ``show``) to the command line's subcommands."""
     from fixative.provenance.identity import DEFAULT_YEARS
@@ -29,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--years", type=int, default=DEFAULT_YEARS,
                    help=f"validity of the signing certificate in years (default {DEFAULT_YEARS})")
     c.add_argument("--force", action="store_true", help="replace an identity that is already there")
-    c.set_defaults(handler=_create)
+    c.set_defaults(handler=_create, flags=IDENTITY_FLAGS)
     s = actions.add_parser("show", help="show the signing identity in use")
     s.add_argument("--identity", type=Path, metavar="PATH", help="an identity folder or PEM file (default: yours)")
     s.set_defaults(handler=_show)

@@ -35,6 +35,8 @@ def error_line(exc: BaseException, flags: dict[str, str] | None = None) -> str:
     message does not already. ``flags``: a subcommand's own flags for fields (checked first; e.g.
     ``fixative eval finetune`` names ``finetune.model`` ``--model``)."""
     text = in_flags(str(exc))
+    for path, own in (flags or {}).items():
+        text = re.sub(rf"(?<![\w./\\-]){re.escape(path)}(?![\w-])", own, text)
     field = exc.field if isinstance(exc, ConfigError) else None
     flag = (flags or {}).get(field) or flag_for(field)
     if flag is not None and flag.startswith("-") and flag not in text:

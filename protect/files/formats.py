@@ -189,7 +189,8 @@ def encode_image(
     pixels = to_integers(rgb, bits)
     if alpha is not None:
         if fmt == "jpeg":
-            raise InputImageError("the image has transparency, which JPEG cannot hold; use --format png, webp or tiff")
+            raise InputImageError("the image has transparency, which JPEG cannot hold; "
+                                  "use output.format png, webp or tiff")
         if alpha.shape != pixels.shape[:2]:
             raise ConfigError(f"alpha {alpha.shape} does not match the image {pixels.shape[:2]}")
         pixels = np.dstack([pixels, fit_alpha(alpha, bits)])

@@ -199,7 +199,7 @@ def _open(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         img.close()
         raise InputImageError(
             f"{path}: {img.width}x{img.height} ({img.width * img.height:,} pixels) is over the "
-            f"{max_pixels:,} pixel limit; refused before decoding (raise it with --max-pixels)"
+            f"{max_pixels:,} pixel limit; refused before decoding (raise it with output.max_pixels)"
         )
     if img.width == 0 or img.height == 0:
         img.close()

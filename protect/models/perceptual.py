@@ -64,7 +64,7 @@ def _build_lpips(net: str, backbone: Path | None) -> nn.Module:
                     f"the LPIPS '{net}' ImageNet backbone is not in the model store and could not be "
                     f"downloaded by torchvision ({type(exc).__name__}: {exc}). Run `fixative models fetch "
                     f"lpips-{net}` on a machine with internet access, or put '{_BACKBONE_FILES[net]}' into a models "
-                    "folder (see models/README.md) and pass --models-dir, or set FIXATIVE_MODELS_DIR"
+                    "folder (see models/README.md) and name it in models.models_dir, or set FIXATIVE_MODELS_DIR"
                 ) from exc
     lin_path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
     model.load_state_dict(torch.load(lin_path, map_location="cpu", weights_only=True), strict=False)

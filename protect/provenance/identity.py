@@ -154,9 +154,9 @@ def make_chain(name: str, years: int = DEFAULT_YEARS) -> tuple[str, str]:
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
     if not name.strip():
-        raise ConfigError("the identity needs a name (--name \"Your Name\")")
+        raise ConfigError("identity.name is empty: the identity needs a name (\"Your Name\")", field="identity.name")
     if not 1 <= years <= 30:
-        raise ConfigError(f"--years must be between 1 and 30, got {years}")
+        raise ConfigError(f"identity.years must be between 1 and 30, got {years}", field="identity.years")
     start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = _name(f"{name.strip()} (Fixative root)")
@@ -201,7 +201,7 @@ def create_identity(name: str, folder: Path | None = None, *, years: int = DEFAU
     folder = Path(folder) if folder is not None else default_identity_dir()
     if (folder / KEY_NAME).exists() and not force:
         raise ConfigError(f"{folder}: an identity is already there ({identity_summary(load_identity(folder))}); "
-                          "add --force to replace it")
+                          "set identity.force to replace it", field="identity.force")
     key_pem, chain_pem = make_chain(name, years)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)

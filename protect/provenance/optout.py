@@ -74,7 +74,8 @@ def get_opt_out(level: str) -> OptOut:
     try:
         return OPT_OUTS[level]
     except KeyError:
-        raise ConfigError(f"unknown --opt-out {level!r}; choose one of {', '.join(OPT_OUTS)}") from None
+        raise ConfigError(f"unknown output.opt_out {level!r}; choose one of {', '.join(OPT_OUTS)}",
+                          field="output.opt_out") from None
 
 
 _EMPTY_XMP = (
