@@ -213,7 +213,7 @@ def test_robust_mix_for_a_platform():
     small = robust_for(insta, (500, 600), "web")
     assert small.resize_factor == PRESETS["web"].resize_factor and small.name == "web+instagram"
     assert robust_for(insta, None, "strong").samples == PRESETS["strong"].samples
-    with pytest.raises(ConfigError, match="--robust web or strong"):
+    with pytest.raises(ConfigError, match="search.robust web or strong"):
         robust_for(insta, None, "off")
 
 
