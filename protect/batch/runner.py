@@ -31,7 +31,6 @@ from fixative.errors import ConfigError, FixativeError, InputImageError, ModelNo
 from fixative.files.images import load_image
 from fixative.options import ProtectOptions
 from fixative.provenance.manifest import encoder_entry, lpips_entry, settings_hash, sha256_file
-from fixative.provenance.optout import get_opt_out
 from fixative.targets.modes import TargetRequest, target_request
 
 log = logging.getLogger("fixative")
@@ -85,15 +84,6 @@ def _checked_target(opts: ProtectOptions) -> tuple[TargetRequest, dict]:
     return request, made.factories
 
 
-def _preflight(opts: ProtectOptions) -> None:
-    """Everything that can be said about the options before any model loads."""
-    opts.check()
-    get_opt_out(opts.output.opt_out)
-    from fixative.core.robust import settings_for
-
-    settings_for(opts.search.robust)
-
-
 def run_batch(opts: ProtectOptions, hooks: BatchHooks | None = None, *, cache=None) -> BatchSummary:
     """Protect every image of ``opts.inputs`` that is not done yet; see the module docs.
 
@@ -104,7 +94,7 @@ def run_batch(opts: ProtectOptions, hooks: BatchHooks | None = None, *, cache=No
     from fixative.models.loading import ProtectorCache
     from fixative.models.store import ModelStore
 
-    _preflight(opts)
+    opts.check()  # everything that can be said about the options, before any model loads
     hooks = hooks or BatchHooks()
     proc = this_process(opts)
     request, factories = _checked_target(opts)

@@ -45,7 +45,8 @@ def portfolio_style(maker: Any, inputs: list[str], recursive: bool, max_pixels: 
     if not images:
         return "auto"
     choice = maker.choose_style(images)
-    log.info("style auto: chose %s for all %d image(s); ask for style %s to keep it when adding images later",
+    log.info("target.style auto: chose %s for all %d image(s); give target.style %s to keep it when adding images "
+             "later",
              choice.describe(), len(images), choice.name)
     return choice.name
 
