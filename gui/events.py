@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
+from fixative.defaults import DEFAULT_OPT_OUT
 from fixative.gui.explain import JobProgress, intensity_table, progress_html, quality_table
 from fixative.gui.form import JobSettings, parse_encoders
 from fixative.gui.job import run_job
@@ -18,7 +19,6 @@ from fixative.gui.results import JobResult
 from fixative.gui.speed import measure_speed
 from fixative.gui.uploads import average_megapixels, check_uploads
 from fixative.gui.workbench import Workbench
-from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 #: the protection events' shared queue: at most one runs at a time, across all browser tabs
 CONCURRENCY_ID = "protection"

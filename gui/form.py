@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from fixative.defaults import DEFAULT_ENCODER
+from fixative.defaults import DEFAULT_ENCODER, DEFAULT_OPT_OUT
 from fixative.errors import ConfigError
 from fixative.files.images import MAX_PIXELS
 from fixative.options import (
@@ -33,7 +33,6 @@ from fixative.options import (
     TargetSpec,
     coerce,
 )
-from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 #: where an immunization's target comes from (besides the user's own image)
 IMMUNIZE_TARGETS = ("away", *(pattern.value for pattern in Pattern))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from fixative.core.devices import DEVICE_CHOICES
+from fixative.defaults import DEFAULT_OPT_OUT
 from fixative.files.images import IMAGE_SUFFIXES
 from fixative.gui.credentials import OPT_OUT_LABELS, credentials_note
 from fixative.gui.explain import (
@@ -24,7 +25,6 @@ from fixative.gui.explain import (
 from fixative.gui.form import BUILTIN_STYLE
 from fixative.gui.workbench import Workbench
 from fixative.options import Precision
-from fixative.provenance.optout import DEFAULT_OPT_OUT
 
 MODE_LABELS = {"cloak": "Style cloak", "poison": "Concept poison", "immunize": "Immunize"}
 IMMUNIZE_LABELS = {"away": "Away from the image itself", "texture": "Towards a texture pattern",

@@ -103,10 +103,10 @@ def remember(key: str, speed: StepSpeed) -> None:
     data[key] = [*entries, asdict(speed)][-8:]
     path = cache_file()
     try:
+        from fixative.files.atomic import atomic_write_json
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        atomic_write_json(path, data, indent=1)
     except OSError as exc:
         log.debug("could not cache the measured speed in %s: %s", path, exc)
 

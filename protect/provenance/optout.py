@@ -66,7 +66,6 @@ OPT_OUTS: dict[str, OptOut] = {
                ("ai_training", "ai_generative_training", "data_mining", "ai_inference")),
     )
 }
-DEFAULT_OPT_OUT = "ai-training"
 
 
 def get_opt_out(level: str) -> OptOut:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fixative.files.images import resize_rgb
 from fixative.targets.cache import cache_key, image_digest, quantize8
-from fixative.targets.generation import MadeTarget, StepCallback, StepCounter, call_pipeline, generation_size
+from fixative.targets.generation import MadeTarget, StepCounter, TargetStepCallback, call_pipeline, generation_size
 from fixative.targets.sources import PipelineSource
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class AnchorTargets:
     generators and CLIP model it uses)."""
 
     def anchor_target(self, image: Tensor, anchor: str, *, concept: str | None = None,
-                      on_step: StepCallback | None = None) -> MadeTarget:
+                      on_step: TargetStepCallback | None = None) -> MadeTarget:
         """Nightshade-style target: the best of ``candidates`` txt2img images of "a photo of a {anchor}"
         (``on_step``: see :meth:`~fixative.targets.made.TargetMaker.make`; a cached candidate counts as its
         steps done)."""

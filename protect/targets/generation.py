@@ -4,14 +4,13 @@
   Nightshade, see :mod:`fixative.targets.made`); :class:`MadeTarget`: a target and its recipe.
 - :func:`generation_size`: the artwork's aspect ratio at the model's native area.
 - :func:`call_pipeline`: one call, images back as (N,3,H,W) [0,1] on the CPU, each denoising step
-  reported to a :data:`StepCallback` (which may raise to stop the generation at once).
+  reported to a :data:`TargetStepCallback` (which may raise to stop the generation at once).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,12 +18,12 @@ import torch
 from torch import Tensor
 
 from fixative.errors import ConfigError, FixativeError
+from fixative.targets.modes import TargetStepCallback
 
 #: Nightshade's prompt for anchor images
 ANCHOR_PROMPT = "a photo of a {anchor}"
 
 #: ``on_step(done, total)``: called after each denoising step of a target's generation; it may raise to stop it
-StepCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class StepCounter:
     leaves the pipeline at once, mid-generation.
     """
 
-    def __init__(self, on_step: StepCallback | None, total: int) -> None:
+    def __init__(self, on_step: TargetStepCallback | None, total: int) -> None:
         self.on_step, self.total, self.done = on_step, max(1, total), 0
 
     def advance(self, steps: int = 1) -> None:

@@ -57,8 +57,8 @@ from fixative.targets.generation import (
     ANCHOR_PROMPT,
     GenerationSettings,
     MadeTarget,
-    StepCallback,
     StepCounter,
+    TargetStepCallback,
     call_pipeline,
     generation_size,
 )
@@ -134,7 +134,7 @@ class TargetMaker(StyleTargets, AnchorTargets):
         concept: str | None = None,
         anchor: str | None = None,
         pattern: str = DEFAULT_PATTERN,
-        on_step: StepCallback | None = None,
+        on_step: TargetStepCallback | None = None,
     ) -> MadeTarget:
         """The target for ``image`` (1,3,H,W in [0,1]) in ``mode``: cloak (``style``: a built-in name, free text
         or "auto", the default), poison (``anchor`` required; ``concept`` recorded) or immunize (``pattern``).
@@ -303,7 +303,7 @@ def make_target(
 __all__ = [
     "ANCHOR_PROMPT", "AUTO_STYLE_PERCENTILE", "DEFAULT_CLIP_MODEL", "DEFAULT_TARGET_MODELS", "LOW_GPU_MEMORY_BYTES",
     "MODES", "PATTERNS", "PIPELINE_SHORT_NAMES", "PRECISIONS", "STYLES", "STYLE_NAMES", "ClipScorer",
-    "GenerationSettings", "MadeTarget", "PipelineSource", "StepCallback", "StepCounter", "Style", "StyleChoice",
+    "GenerationSettings", "MadeTarget", "PipelineSource", "TargetStepCallback", "StepCounter", "Style", "StyleChoice",
     "TargetMaker", "call_pipeline", "choose_style", "generation_size", "image_profile", "load_pipeline",
     "make_target", "pipeline_dtype", "resolve_pipeline", "style_prompt",
 ]

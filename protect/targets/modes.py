@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
     from fixative.files.images import LoadedImage
 
+#: called with (steps done, steps in all) after each denoising step of a made target's generation (the search's
+#: own callback, :data:`fixative.core.optimizer.StepCallback`, takes a StepInfo)
+TargetStepCallback = Callable[[int, int], None]
+
 #: the modes (older callers import these names from here; the vocabulary is :class:`fixative.options.Mode`)
 MODES = tuple(m.value for m in Mode)
 __all__ = ["DEFAULT_MODE", "MODES", "Target", "TargetFactory", "TargetRequest", "made_target_factories",
@@ -72,7 +76,6 @@ class Target:
 
 
 #: ``on_step(done, total)``: called after each denoising step of a generated target
-TargetStepCallback = Callable[[int, int], None]
 
 
 class TargetFactory(Protocol):

@@ -23,8 +23,8 @@ from fixative.files.images import resize_rgb
 from fixative.targets.cache import cache_key, image_digest, quantize8
 from fixative.targets.generation import (
     MadeTarget,
-    StepCallback,
     StepCounter,
+    TargetStepCallback,
     call_pipeline,
     generation_size,
 )
@@ -132,7 +132,7 @@ class StyleTargets:
         """Pick a built-in style distant from ``images`` (CLIP when available); see :func:`choose_style`."""
         return choose_style(images, self._clip_scorer())
 
-    def style_target(self, image: Tensor, style: str = "auto", on_step: StepCallback | None = None) -> MadeTarget:
+    def style_target(self, image: Tensor, style: str = "auto", on_step: TargetStepCallback | None = None) -> MadeTarget:
         """Glaze-style target: ``image`` re-rendered by img2img with the style's prompt (``on_step``: see
         :meth:`~fixative.targets.made.TargetMaker.make`)."""
         source = self._source("cloak")
@@ -169,7 +169,7 @@ class StyleTargets:
         return request
 
     def _restyle(self, image: Tensor, prompt: str, source: Any,
-                 on_step: StepCallback | None = None) -> tuple[Tensor, dict[str, Any]]:
+                 on_step: TargetStepCallback | None = None) -> tuple[Tensor, dict[str, Any]]:
         """Run img2img on ``image`` with ``prompt``: the target at the image's size, and how it was made."""
         s = self.settings
         pipe = self._pipeline(source, "img2img")
