@@ -46,15 +46,3 @@ DEFAULT_QUALITY = "standard"
 DEFAULT_LIKE_JPEG = 75
 DEFAULT_STEPS = 300
 DEFAULT_SECONDS = 200.0
-
-_VOCABULARIES = {"METHODS": "Method", "PRECISIONS": "Precision", "ROBUST_LEVELS": "RobustLevel",
-                 "VIEW_LEVELS": "Views", "MODES": "Mode"}
-
-
-def __getattr__(name: str):
-    """The older tuple names of the vocabularies (``PRECISIONS`` ...), from :mod:`fixative.options`."""
-    if name in _VOCABULARIES:
-        from fixative import vocabulary
-
-        return tuple(member.value for member in getattr(vocabulary, _VOCABULARIES[name]))
-    raise AttributeError(f"module 'fixative.defaults' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 inside functions and under ``TYPE_CHECKING``):
 
 - the engine core (``fixative.core``) imports no file, hub, model-store, batch or CLI code: only the core,
-  ``fixative.errors``, ``fixative.defaults`` and ``fixative.options`` (torch-free vocabularies);
+  ``fixative.errors``, ``fixative.defaults``, ``fixative.options`` and ``fixative.vocabulary`` (torch-free);
 - nothing imports the command line (``fixative.cli``) except the command line itself, ``python -m
   fixative``, and the subcommands that the GUI and the evaluation add to it (their ``cli`` modules);
 - the library never imports ``fixative.gui`` or ``fixative.eval``.
@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: folder of the checkout -> the import package it is (see hatch_build.py and pyproject.toml)
 FOLDERS = {"protect": "fixative", "gui": "fixative.gui", "eval": "fixative.eval"}
-CORE_MAY_IMPORT = ("fixative.core", "fixative.errors", "fixative.defaults", "fixative.options")
+CORE_MAY_IMPORT = ("fixative.core", "fixative.errors", "fixative.defaults", "fixative.options", "fixative.vocabulary")
 CLI_USERS = {"fixative.__main__", "fixative.gui.cli", "fixative.eval.cli"}
 
 

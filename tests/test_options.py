@@ -26,12 +26,14 @@ from fixative.options import (
 
 
 def test_the_vocabularies_are_written_once():
+    from fixative.core.optimizer import METHODS, PRECISIONS
     from fixative.presets import INTENSITIES, QUALITIES
     from fixative.provenance.optout import OPT_OUTS
+    from fixative.targets import made, modes, pipelines
     from fixative.targets.patterns import PATTERNS
 
-    assert tuple(Precision) == defaults.PRECISIONS and tuple(Mode) == defaults.MODES
-    assert tuple(Method) == defaults.METHODS
+    assert tuple(Precision) == PRECISIONS == pipelines.PRECISIONS and tuple(Mode) == modes.MODES == made.MODES
+    assert tuple(Method) == METHODS
     assert tuple(OutputFormat) == tuple(defaults.OUTPUT_FORMATS) and OutputFormat.TIFF.suffix == ".tif"
     assert tuple(Intensity) == tuple(INTENSITIES) and tuple(Quality) == tuple(QUALITIES)
     assert tuple(OptOutLevel) == tuple(sorted(OPT_OUTS, key=list(OptOutLevel).index)) and len(OPT_OUTS) == 4

@@ -50,8 +50,8 @@ from fixative.core.problem import SearchProblem
 from fixative.core.robust import RobustSettings, settings_for
 from fixative.core.steps import GLAZE_ALPHA, METHOD_STEPS, MU_DOWN, MU_FLOOR, MU_UP, PGD_EPS
 from fixative.core.views import TrainingViews, views_for
-from fixative.defaults import METHODS, PRECISIONS  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError
+from fixative.vocabulary import Method, Precision
 
 if TYPE_CHECKING:
     from fixative.core.encoder import Encoder
@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 
 #: re-exported: the methods' constants (:mod:`fixative.core.steps`), mixed precision
 #: (:mod:`fixative.core.precision`), the full-size images of a search below full size (:mod:`fixative.core.fullsize`)
+#: the search methods and precisions by name (the vocabularies :class:`~fixative.vocabulary.Method`, ``Precision``)
+METHODS = tuple(m.value for m in Method)
+PRECISIONS = tuple(p.value for p in Precision)
 __all__ = ["GLAZE_ALPHA", "METHODS", "MU_DOWN", "MU_FLOOR", "MU_UP", "PGD_EPS", "PRECISIONS", "OptimizerSettings",
            "SavedFileLpips", "SearchOutcome", "StepCallback", "StepInfo", "ViewedImages", "autocast_dtype",
            "precision_context", "search"]

@@ -39,8 +39,12 @@ from torch import Tensor
 from fixative.core.countermeasures import CHAIN, ChainLink
 from fixative.core.jpeg import jpeg, quant_table, quantize_ste, round_ste  # noqa: F401 (re-exported)
 from fixative.core.transforms import down_up, gaussian_blur, resize  # noqa: F401 (re-exported)
-from fixative.defaults import DEFAULT_ROBUST, ROBUST_LEVELS  # noqa: F401 (re-exported)
+from fixative.defaults import DEFAULT_ROBUST  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError
+from fixative.vocabulary import RobustLevel
+
+#: the robust levels by name (the vocabulary :class:`~fixative.vocabulary.RobustLevel`)
+ROBUST_LEVELS = tuple(r.value for r in RobustLevel)
 
 
 @dataclass(frozen=True)

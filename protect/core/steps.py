@@ -7,7 +7,7 @@ rule with its schedule, the projection onto the constraints, and which iterate i
 - :class:`GlazeStep` (``glaze``): the Glaze paper's fixed penalty, Adam at lr 0.005.
 - :class:`PgdStep` (``pgd``): the Nightshade research release's L-inf sign-gradient PGD.
 
-:data:`METHOD_STEPS` maps each name of :data:`fixative.defaults.METHODS` to its class; the search picks one
+:data:`METHOD_STEPS` maps each name of :data:`fixative.core.optimizer.METHODS` to its class; the search picks one
 once and its loop has no method branches.
 """
 
@@ -202,5 +202,5 @@ class PgdStep(MethodStep):
         self.problem.project_box(delta)
 
 
-#: the step class of each method name (:data:`fixative.defaults.METHODS`)
+#: the step class of each method name (:data:`fixative.core.optimizer.METHODS`)
 METHOD_STEPS: dict[str, type[MethodStep]] = {"fixative": FixativeStep, "glaze": GlazeStep, "pgd": PgdStep}

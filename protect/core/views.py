@@ -33,8 +33,12 @@ import torch
 from torch import Tensor
 
 from fixative.core.transforms import resize
-from fixative.defaults import DEFAULT_VIEWS, VIEW_LEVELS  # noqa: F401 (re-exported)
+from fixative.defaults import DEFAULT_VIEWS  # noqa: F401 (re-exported)
 from fixative.errors import ConfigError
+from fixative.vocabulary import Views
+
+#: the view levels by name (the vocabulary :class:`~fixative.vocabulary.Views`)
+VIEW_LEVELS = tuple(v.value for v in Views)
 
 #: the encoders' downsampling factor (px): the smallest sizes are multiples of it
 GRID = 8

@@ -70,9 +70,9 @@ def verified(path: str | Path) -> bool:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _CHECKED:
-        from fixative.provenance.manifest import file_entry
+        from fixative.files.hashing import cached_sha256
 
-        ok = file_entry(path)["sha256"] == entry.sha256
+        ok = cached_sha256(path) == entry.sha256
         if not ok:
             log.warning("the built-in %s does not match its pinned SHA-256 (a damaged install?); not using it; "
                         "reinstall fixative or run 'fixative models fetch'", path)

@@ -182,7 +182,7 @@ def locate(model: KnownModel, store, *, digests: bool = True) -> Location | None
 
     ``digests``: compute the SHA-256 of local files (the built-in ones are pinned and verified).
     """
-    from fixative.provenance.manifest import file_entry
+    from fixative.files.hashing import cached_sha256
 
     for place in store.places():
         main = place.path / model.local[0]
@@ -194,7 +194,7 @@ def locate(model: KnownModel, store, *, digests: bool = True) -> Location | None
         if not names:  # a folder model: every weight file under its folder
             root = place.path / (model.folder or model.local[0].split("/")[0])
             names = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
-        files = [(p, p.stat().st_size, file_entry(p)["sha256"] if digests else None) for p in names]
+        files = [(p, p.stat().st_size, cached_sha256(p) if digests else None) for p in names]
         return Location(main if main.exists() else hit, place.origin, files)
     if model.hub_repo:
         return _hub_cached(model.hub_repo, model.hub_files, store.hub_cache)

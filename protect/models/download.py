@@ -42,7 +42,7 @@ def _check_url(url: str) -> None:
 
 
 def _digest_matches(path: Path, sha256: str) -> tuple[bool, str]:
-    from fixative.provenance.manifest import sha256_file
+    from fixative.files.hashing import sha256_file
 
     got = sha256_file(path)
     return got.startswith(sha256.lower()), got

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fixative.files.atomic import atomic_write
+from fixative.files.hashing import cached_sha256, sha256_bytes, sha256_file  # noqa: F401 (sha256_file re-exported)
 
 RECORD_VERSION = 1
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")
@@ -26,19 +27,6 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def settings_hash(settings: dict) -> str:
     """A stable hash of JSON-ready settings (key order does not matter)."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
@@ -47,7 +35,6 @@ def settings_hash(settings: dict) -> str:
 
 # --- model files --------------------------------------------------------------------------------
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_entry(path: Path) -> dict:
@@ -58,11 +45,7 @@ def file_entry(path: Path) -> dict:
     """
     from fixative.models.builtin import builtin_file
 
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
-    entry = {"path": str(path), "bytes": stat.st_size, "sha256": _DIGESTS[key]}
+    entry = {"path": str(path), "bytes": path.stat().st_size, "sha256": cached_sha256(path)}
     shipped = builtin_file(path)
     if shipped is not None:
         entry["builtin"] = {"name": shipped.relpath, "source": shipped.source, "licence": shipped.licence}

@@ -62,6 +62,7 @@ from fixative.targets.generation import (
     call_pipeline,
     generation_size,
 )
+from fixative.targets.modes import MODES
 from fixative.targets.names import DEFAULT_TARGET_MODELS, STYLE_NAMES, STYLES, Style
 from fixative.targets.patterns import DEFAULT_PATTERN, DEFAULT_PERIOD, PATTERNS, immunize_pattern
 from fixative.targets.pipelines import PRECISIONS, Task, load_pipeline, loading_bars, pipeline_dtype
@@ -77,7 +78,6 @@ from fixative.targets.styles import (
 
 log = logging.getLogger(__name__)
 
-MODES = ("cloak", "poison", "immunize")
 #: below this much free GPU memory (after loading), attention is computed in slices
 LOW_GPU_MEMORY_BYTES = 4 << 30
 

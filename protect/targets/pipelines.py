@@ -21,10 +21,11 @@ from fixative.errors import ConfigError, FixativeError
 from fixative.models.hub import hub_error_detail
 from fixative.models.store import ModelStore
 from fixative.targets.sources import PipelineSource
+from fixative.vocabulary import Precision
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = tuple(p.value for p in Precision)  # the vocabulary fixative.vocabulary.Precision
 
 #: what a pipeline is loaded for: made anchors (text-to-image) or styles (image-to-image)
 Task = Literal["text2img", "img2img"]
