@@ -136,6 +136,10 @@ def _gathered(summary: BatchSummary, proc) -> BatchSummary:
 
     proc.state.wait_for_everyone()
     gathered = gather_object([summary.outcomes])
+    # the run's last collective: close the process group together, so that no process exits while another
+    # still holds a connection to it (gloo aborts a process whose peer went away: SIGABRT at exit)
+    proc.state.wait_for_everyone()
+    proc.state.destroy_process_group()
     if proc.main:
         summary.outcomes = [o for part in gathered for o in part]
         summary.shard = None
