@@ -44,11 +44,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from protect.engine import Protector
-from protect.formats import encode_image
-from protect.images import load_image
-from protect.optimizer import OptimizerSettings
-from protect.presets import LPIPS_INTENSITIES, LPIPS_INTENSITY_LINF
+from fixative.core.engine import Protector
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.formats import encode_image
+from fixative.files.images import load_image
+from fixative.models.loading import load_protector
+from fixative.presets import LPIPS_INTENSITIES, LPIPS_INTENSITY_LINF
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PAIRS = {"artwork": ("Elephants_5640x3172.jpg", "Wood.jpg"), "photo": ("Garden.jpg", "Wood.jpg")}
@@ -78,7 +79,7 @@ def resized(path: Path, megapixels: float | None, out: Path) -> Path:
 def run_protect(image: Path, target: Path, out: Path, models_dir: Path, extra: list[str]) -> dict:
     """``fixative protect IMAGE --target TARGET --out OUT --models-dir M [extra]`` as its own process:
     wall and CPU seconds, peak RSS (GiB) and the record it wrote."""
-    cmd = [sys.executable, "-m", "protect.cli", "protect", str(image), "--target", str(target), "--out", str(out),
+    cmd = [sys.executable, "-m", "fixative", "protect", str(image), "--target", str(target), "--out", str(out),
            "--models-dir", str(models_dir), "-q", *extra]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -225,7 +226,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
           f"taef2 from {args.models_dir}; defaults: --quality standard, --intensity medium, --robust web, "
           "--views train")
-    protector = Protector.from_specs(["taef2"], models_dir=str(args.models_dir), device="cpu")
+    protector = load_protector(["taef2"], models_dir=str(args.models_dir), device="cpu")
     sized = sizes_part(args, protector) if args.sizes or args.square else {}
     if args.compare:
         compare_part(args, protector, sized)

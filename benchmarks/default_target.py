@@ -1,6 +1,6 @@
 """Benchmark: which code-made target protects best, for the default style cloak (no diffusion model).
 
-Cloaks each photo towards each candidate of :data:`protect.patterns.RESTYLES` with the built-in taef2
+Cloaks each photo towards each candidate of :data:`fixative.targets.patterns.RESTYLES` with the built-in taef2
 encoder and LPIPS alex at the default intensity (budget 0.07, 8/255 cap), the same steps for all, and
 measures what a trainer's encoder sees of the saved (8-bit) result, at the full size and at the
 1024-px longer-side view that trainers' aspect buckets make:
@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from protect.constraints import quantize
-from protect.engine import Protector
-from protect.images import load_image
-from protect.optimizer import OptimizerSettings
-from protect.patterns import RESTYLES, restyle
+from fixative.core.constraints import quantize
+from fixative.core.engine import Protector
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.images import load_image
+from fixative.models.loading import load_protector
+from fixative.targets.patterns import RESTYLES, restyle
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -68,7 +69,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    protector = Protector.from_specs(["taef2"], device="cpu")  # the built-in weights
+    protector = load_protector(["taef2"], device="cpu")  # the built-in weights
     print(f"models loaded in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}, {args.threads} threads")
     print(f"settings: encoder taef2 (built-in), LPIPS alex, budget {args.budget}, L-inf {args.linf:.4f}, "
           f"{args.steps} steps per tile, robust off, saved as 8-bit; views: full size and 1024-px longer side")

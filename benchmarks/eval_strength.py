@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from protect.cli import main as fixative
-from protect.constraints import LpipsBudget, quantize
-from protect.engine import Protector
-from protect.images import load_image, save_png
-from protect.optimizer import OptimizerSettings
+from fixative.cli.main import main as fixative
+from fixative.core.constraints import LpipsBudget, quantize
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.images import load_image, save_png
+from fixative.models.loading import load_protector
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PHOTOS = ["LadyBird", "Storm", "Wood", "Elephants"]
@@ -65,7 +65,7 @@ def make_sets(args: argparse.Namespace) -> tuple[Path, Path, Path, Path]:
         if (prot / f"{name}.png").exists() and (noise / f"{name}.png").exists():
             continue
         if protector is None:
-            protector = Protector.from_specs([args.encoder], models_dir=str(args.models_dir), device=args.device)
+            protector = load_protector([args.encoder], models_dir=str(args.models_dir), device=args.device)
         x = load_image(save_png(orig / f"{name}.png", load_square(args.images / f"{name}.jpg", args.size))).rgb
         settings = OptimizerSettings(steps=args.steps, seconds=args.seconds, seed=0)
         t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from protect.cli import main as fixative
+from fixative.cli.main import main as fixative
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from protect.engine import Protector
-from protect.images import load_image
-from protect.optimizer import OptimizerSettings
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.images import load_image
+from fixative.models.loading import load_protector
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -66,8 +66,8 @@ def main() -> int:
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     print(f"torch {torch.__version__}, device {dev} ({name})")
-    protector = Protector.from_specs(["taef2"], models_dir=str(args.models_dir), device=args.device)
-    cpu = Protector.from_specs(["taef2"], models_dir=str(args.models_dir), device="cpu")
+    protector = load_protector(["taef2"], models_dir=str(args.models_dir), device=args.device)
+    cpu = load_protector(["taef2"], models_dir=str(args.models_dir), device="cpu")
     budget = args.budget
 
     print("\n1-2. budget and strength at 256x256 (CPU reference in fp32)")

@@ -4,7 +4,7 @@ Builds every input in a temporary folder (tiny images, a 3x100000 strip, a 64x30
 Instagram, a symlink loop, malformed records and index entries, a stale index, two concurrent
 runs, a renamed record, a target equal to the input, a corrupt target, SIGTERM, HEIC/AVIF, an
 unwritable output folder, a weights file with code in it, the desktop app's Host/Origin gate) and
-runs ``fixative`` (``python -m protect.cli``) on them with tiny settings (``--steps 2``, taef2 on
+runs ``fixative`` (``python -m fixative``) on them with tiny settings (``--steps 2``, taef2 on
 the CPU). For each case it prints the commands, their exit status and messages, and checks:
 
 - no traceback and no "unexpected error" in anything printed;
@@ -89,13 +89,13 @@ class Bench:
     def tiny(self) -> list[str]:
         return ["--models-dir", str(self.models), "--steps", "2", "--device", "cpu", "--precision", "fp32", "-q"]
 
-    def popen(self, *args: str, prefix: tuple[str, ...] = (), python: tuple[str, ...] = ("-m", "protect.cli")):
+    def popen(self, *args: str, prefix: tuple[str, ...] = (), python: tuple[str, ...] = ("-m", "fixative")):
         argv = [*prefix, sys.executable, *python, *args]
         return subprocess.Popen(argv, cwd=self.work, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True), argv
 
     def fixative(self, *args: str, show: bool = True, prefix: tuple[str, ...] = (),
-                 python: tuple[str, ...] = ("-m", "protect.cli"), timeout: float = 900) -> Run:
+                 python: tuple[str, ...] = ("-m", "fixative"), timeout: float = 900) -> Run:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc, argv = self.popen(*args, prefix=prefix, python=python)
@@ -123,7 +123,7 @@ class Bench:
             else:
                 words.append(arg.replace(str(self.work) + "/", "").replace(str(self.models), "$MODELS"))
         text = " ".join(words)
-        return text.replace("python -m protect.cli", "fixative")
+        return text.replace("python -m fixative", "fixative")
 
     def show(self, run: Run) -> None:
         print(f"  $ {self.command(run)}")
@@ -349,7 +349,7 @@ def case_stale(b: Bench) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     sys.path.insert(0, str(REPO))
-    from protect.formats import _host
+    from fixative.files.formats import _host
 
     orphan = out / f".Storm.png.{_host()}.{dead.pid}.k3j2h1g0.part"
     orphan.write_bytes(b"half a file")
@@ -462,7 +462,7 @@ def case_heic_avif(b: Bench) -> None:
     else:
         heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
     code = ("import sys; sys.modules['pillow_heif'] = None  # as if pillow-heif were not installed\n"
-            "from protect.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from fixative.cli.main import main; sys.exit(main(sys.argv[1:]))")
     run = b.fixative("protect", "noplugin", "--target", "target.png", "--out", "out-noplugin", *b.tiny(),
                      python=("-c", code))
     b.case.check("without pillow-heif: the file named, the package named", run.code == 1 and "iphone.heic" in run.err
@@ -524,7 +524,7 @@ def case_gui(b: Bench) -> None:
     b._finish(proc, argv, out_text, err_text, started, before_cpu)
     b.case.check("stopped by SIGTERM, exit 0", proc.returncode == 0)
     sys.path.insert(0, str(REPO))
-    from gui.handlers import Workbench
+    from fixative.gui.workbench import Workbench
 
     bench = Workbench()
     inside = bench.target_cache.is_relative_to(bench.root)

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from protect.engine import Protector
-from protect.images import load_image, save_png
-from protect.optimizer import METHODS, OptimizerSettings
+from fixative.core.optimizer import METHODS, OptimizerSettings
+from fixative.files.images import load_image, save_png
+from fixative.models.loading import load_protector
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    protector = Protector.from_specs([args.encoder], models_dir=str(args.models_dir), device="cpu")
+    protector = load_protector([args.encoder], models_dir=str(args.models_dir), device="cpu")
     print(f"models loaded in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"settings: encoder={args.encoder} size={args.size}x{args.size} budget={args.budget} "

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from eval_strength import add_photo_arguments, load_square  # same folder: benchmarks/
 
-from protect.cli import main as fixative
-from protect.engine import Protector
-from protect.images import load_image, save_png
-from protect.optimizer import OptimizerSettings
-from protect.platforms import get_platform, robust_for
-from protect.robust import ROBUST_LEVELS, settings_for
+from fixative.batch.platforms import get_platform, robust_for
+from fixative.cli.main import main as fixative
+from fixative.core.optimizer import OptimizerSettings
+from fixative.core.robust import ROBUST_LEVELS, settings_for
+from fixative.files.images import load_image, save_png
+from fixative.models.loading import load_protector
 
 
 def protect_sets(args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path]:
@@ -56,7 +56,7 @@ def protect_sets(args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path]
             if (folder / f"{name}.png").exists():
                 continue
             if protector is None:
-                protector = Protector.from_specs([args.encoder], models_dir=str(args.models_dir), device=args.device)
+                protector = load_protector([args.encoder], models_dir=str(args.models_dir), device=args.device)
             level = "off" if label == "plain" else label
             robust = None
             if label != "plain":
@@ -105,7 +105,8 @@ def main() -> int:
     ap.add_argument("--encoder", default="taef2")
     ap.add_argument("--robust", choices=[lvl for lvl in ROBUST_LEVELS if lvl != "off"], default="web")
     ap.add_argument("--for", dest="platform", metavar="PLATFORM",
-                    help="tune the robust mix to a platform (protect.platforms), as 'fixative protect --for' does")
+                    help="tune the robust mix to a platform (fixative.batch.platforms), as 'fixative protect --for' "
+                         "does")
     ap.add_argument("--only-robust", action="store_true",
                     help="evaluate only the robust set (the plain set's figures are those of an earlier run)")
     ap.add_argument("--size", type=int, default=512)

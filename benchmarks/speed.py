@@ -30,15 +30,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from protect.constraints import LpipsBudget
-from protect.encoders import DiffusersKLEncoder
-from protect.engine import Protector
-from protect.images import load_image
-from protect.objectives import TowardsTarget
-from protect.optimizer import OptimizerSettings, search
-from protect.perceptual import Perceptual
-from protect.store import ModelStore
-from protect.tiling import plan_tiles
+from fixative.core.constraints import LpipsBudget
+from fixative.core.objectives import TowardsTarget
+from fixative.core.optimizer import OptimizerSettings, search
+from fixative.core.tiling import plan_tiles
+from fixative.files.images import load_image
+from fixative.models.encoders import DiffusersKLEncoder
+from fixative.models.loading import load_protector
+from fixative.models.perceptual import Perceptual, load_perceptual
+from fixative.models.store import ModelStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -121,7 +121,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"bf16 native on this CPU: {bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}")
     store = ModelStore(args.models_dir)
-    perceptual = Perceptual.load("alex", store=store)
+    perceptual = load_perceptual("alex", store=store)
 
     if not args.skip_vae:
         print("\n1. optimizer step time, SD-VAE-sized encoder (random weights), 512x512, LPIPS alex")
@@ -147,7 +147,7 @@ def main() -> None:
 
 def compiled(args, store: ModelStore, perceptual: Perceptual) -> None:
     """Part 3: taef2 at 512x512, eager against torch.compile of the encoder and LPIPS backbone."""
-    from protect.encoders import load_encoder
+    from fixative.models.encoders import load_encoder
 
     print("\n3. torch.compile, taef2 encoder + LPIPS alex, 512x512, bf16 where native")
     g = torch.Generator().manual_seed(0)
@@ -168,7 +168,7 @@ def large(args, perceptual: Perceptual) -> None:
     """Part 2: seconds per megapixel at ~1 MP and 17.9 MP, peak RSS, seams."""
     per_mp: list[tuple[float, float]] = []
     print(f"\n2. taef2, {args.tile_steps} steps per tile, tile 1024 px, overlap 64 px, budget 0.07")
-    protector = Protector.from_specs(["taef2"], models_dir=str(args.models_dir), device="cpu")
+    protector = load_protector(["taef2"], models_dir=str(args.models_dir), device="cpu")
     art = load_image(args.images / args.artwork).rgb
     h, w = art.shape[-2:]
     side = (1_000_000 * h / w) ** 0.5

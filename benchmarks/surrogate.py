@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from protect.constraints import LpipsBudget
-from protect.engine import Protector
-from protect.images import load_image
-from protect.optimizer import OptimizerSettings
+from fixative.core.constraints import LpipsBudget
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.images import load_image
+from fixative.models.loading import load_protector
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PAIRS = [("LadyBird.jpg", "YellowFlower.jpg"), ("Garden.jpg", "Storm.jpg"), ("Wood.jpg", "FreshFlower.jpg")]
@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         full = args.full_vae or random_flux2_vae(Path(tmp) / "flux2-random")
         label = "full VAE" if args.full_vae else "FLUX.2 arch., random weights"
-        protector = Protector.from_specs(["taef2"], models_dir=str(args.models_dir), device="cpu",
+        protector = load_protector(["taef2"], models_dir=str(args.models_dir), device="cpu",
                                          check_encoders=["taesana", str(full)])
         print(f"crafted on taef2 only, {args.size}x{args.size}, LPIPS alex budget {args.budget}, "
               f"{args.seconds:.0f} s per image; distance ratio (1 = no effect, lower = stronger)")

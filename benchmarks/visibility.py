@@ -14,7 +14,7 @@ Images: a flat digital artwork (Elephants.jpg), a flat illustration drawn here i
 (LadyBird.jpg) and a textured photo (Garden.jpg), towards Wood.jpg (Garden.jpg for Wood itself).
 
 With training views (``--views train``, the default, as ``fixative protect`` runs) the ratio is the mean
-over the evaluation views (:func:`protect.views.evaluation_views`). ``--check`` prints the issue's targets for
+over the evaluation views (:func:`fixative.core.views.evaluation_views`). ``--check`` prints the issue's targets for
 the default preset: FLIP at most the JPEG's, ratio at most 0.80 on each image, mean gain at least 1.3x.
 
     python benchmarks/visibility.py --models-dir ../shared/models --size 1024 --steps 300
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from protect.budgets import VisibilityLimit
-from protect.engine import Protector
-from protect.images import load_image, save_png
-from protect.optimizer import OptimizerSettings
-from protect.presets import LPIPS_INTENSITIES, LPIPS_INTENSITY_LINF
-from protect.visibility import VisibilityBudget, VisibilityModel, flip_of_file, jpeg_reference
+from fixative.core.budgets import VisibilityLimit
+from fixative.core.optimizer import OptimizerSettings
+from fixative.core.visibility import VisibilityBudget, VisibilityModel, flip_of_file, jpeg_reference
+from fixative.files.images import load_image, save_png
+from fixative.models.loading import load_protector
+from fixative.presets import LPIPS_INTENSITIES, LPIPS_INTENSITY_LINF
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DRAWN = "drawn-flat"
@@ -93,7 +93,8 @@ def main() -> int:
                     help="today's LPIPS presets to scale back to each level (the best is reported)")
     ap.add_argument("--masking", type=float, default=None, help="masking strength of the visibility search")
     ap.add_argument("--views", choices=("off", "train"), default="train",
-                    help="train: search at the training views (protect.views); the ratio reported is then the mean "
+                    help="train: search at the training views (fixative.core.views); the ratio reported is then "
+                         "the mean "
                          "over the evaluation views")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -103,7 +104,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    protector = Protector.from_specs([args.encoder], models_dir=str(args.models_dir), device=args.device)
+    protector = load_protector([args.encoder], models_dir=str(args.models_dir), device=args.device)
     dev = protector.device
     settings = OptimizerSettings(steps=args.steps, patience=0, views=args.views)
 

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from gui.views import decoded_view
-from protect.budgets import VisibilityLimit
-from protect.engine import Protector
-from protect.images import save_png
-from protect.optimizer import OptimizerSettings
+from fixative.core.budgets import VisibilityLimit
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.images import save_png
+from fixative.gui.views import decoded_view
+from fixative.models.loading import load_protector
 
 SIZE = 256  # pixels per side of each panel
 
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     args = ap.parse_args()
 
-    protector = Protector.from_specs(["taef2"], models_dir=args.models_dir)
+    protector = load_protector(["taef2"], models_dir=args.models_dir)
     art, target = to_tensor(painted_landscape(SIZE)), to_tensor(swirls(SIZE))
     result = protector.protect(art, target, budget=VisibilityLimit(like_jpeg=75),
                                settings=OptimizerSettings(steps=args.steps, seed=0))

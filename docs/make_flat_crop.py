@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from protect.images import load_image, save_png
-from protect.visibility import flip_of_file, jpeg_reference
+from fixative.core.visibility import flip_of_file, jpeg_reference
+from fixative.files.images import load_image, save_png
 
 #: the sky of Storm.jpg at 1024 px (left, top, right, bottom): smooth gradient, no texture to hide a change
 DEFAULT_CROP = (620, 20, 920, 220)

@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from protect.errors import ConfigError
-from protect.images import IMAGE_SUFFIXES
+from fixative.errors import ConfigError
+from fixative.files.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

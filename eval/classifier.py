@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protect.errors import ConfigError, ModelNotFoundError
-from protect.store import ModelStore
+from fixative.errors import ConfigError, ModelNotFoundError
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ the poison detectors, and writes ``REPORT_DIR/report.json``, ``report.html`` and
 the model's UNet (LoRA, or ``--method full``) with ``accelerate`` and resumes from RUN_DIR's last
 checkpoint when rerun. ``fixative eval mimicry --model ... --clean DIR --protected DIR [--poisoned DIR
 --concept W --anchor W --other DIR] --out DIR`` runs the style-mimicry and concept-poisoning experiments
-(:mod:`eval.mimicry`). Both run under ``accelerate launch -m protect.cli eval ...`` on several processes.
+(:mod:`fixative.eval.mimicry`). Both run under ``accelerate launch -m fixative eval ...`` on several processes.
 With several ``--protected LABEL=DIR`` (e.g. robust and non-robust protection of the same
 originals) each set is measured the same way into ``REPORT_DIR/LABEL/`` and
-``REPORT_DIR/comparison.md`` puts their gains and retentions side by side (:mod:`eval.compare`).
+``REPORT_DIR/comparison.md`` puts their gains and retentions side by side (:mod:`fixative.eval.compare`).
 Exit status: 0 done, 2 bad usage or setup (one line says why).
 """
 
@@ -23,7 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
-from protect.cli import int_at_least
+from fixative import defaults
+from fixative.cli.main import int_at_least
 
 log = logging.getLogger("fixative.eval")
 
@@ -31,6 +32,9 @@ log = logging.getLogger("fixative.eval")
 _nonneg_int = int_at_least(0)
 _positive_int = int_at_least(1)
 
+
+#: the flags of ``eval finetune``/``mimicry`` for the fields that library errors name
+MODEL_FLAGS = {"finetune.model": "--model"}
 
 def _pair(first: type, second: type):
     def parse(text: str):
@@ -57,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Measure protection strength: from the images alone (strength), or by "
                                           "fine-tuning a model on them (finetune, mimicry).")
     sub = p.add_subparsers(dest="eval_command", required=True)
+    _register_strength(sub)
+    _register_finetune(sub)
+    _register_mimicry(sub)
+
+
+def _register_strength(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "strength", help="imperceptibility, latent efficacy, robustness and stealth of protected images",
         description="Pair original and protected images by file name and measure imperceptibility, how far each "
@@ -64,6 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "upscaling and IMPRESS purification), the decoded views, and whether poison detectors find "
                     "the protected images. Writes report.json, report.html and headline.md.",
     )
+    _add_strength_inputs(s)
+    _add_countermeasure_args(s)
+    _add_strength_run_args(s)
+    s.set_defaults(handler=strength_command, interrupted="the report is written at the end; rerun the command")
+
+
+def _add_strength_inputs(s: argparse.ArgumentParser) -> None:
+    """``eval strength``: the images, the encoders, the report folder, the classifier."""
     s.add_argument("--original", type=Path, required=True, metavar="DIR", help="folder of the original images")
     s.add_argument("--protected", required=True, action="append", metavar="[LABEL=]DIR",
                    help="folder of the protected images (same names, any extension); repeat as LABEL=DIR to "
@@ -73,13 +91,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "Fixative's NAME.json beside each protected file, else 'away' mode")
     s.add_argument("--encoder", action="append", dest="encoders", metavar="SPEC",
                    help="encoder to measure in; repeat, and include encoders not used to protect to measure "
-                        "transfer (default: taef2)")
+                        f"transfer (default: {defaults.DEFAULT_ENCODER})")
     s.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report")
     s.add_argument("--classifier", default="auto",
                    help="'auto' (CLIP if found locally, else EfficientNet-Lite0), 'efficientnet_lite0', 'none', "
                         "or a CLIP model folder (default auto)")
     s.add_argument("--labels", type=Path, metavar="FILE", help="zero-shot labels for CLIP, one per line "
                                                                "(default: the ImageNet classes)")
+
+
+def _add_countermeasure_args(s: argparse.ArgumentParser) -> None:
+    """``eval strength``: the style distance and the countermeasures measured against."""
     s.add_argument("--no-style", action="store_true", help="skip the VGG16 Gram style distances")
     s.add_argument("--jpeg", type=int, nargs="+", default=[95, 85, 75, 50], metavar="Q",
                    help="JPEG qualities (default 95 85 75 50)")
@@ -97,52 +119,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--upscale-sigma", type=float, default=0.05, help="noise sigma of noisy upscaling (default 0.05)")
     s.add_argument("--no-impress", action="store_true", help="skip IMPRESS purification (the slowest part)")
     s.add_argument("--purifier", metavar="SPEC",
-                   help="autoencoder for IMPRESS (default: the first --encoder with a decoder, else taef2)")
+                   help="autoencoder for IMPRESS (default: the first --encoder with a decoder, else "
+                        f"{defaults.DEFAULT_ENCODER})")
     s.add_argument("--impress-steps", type=_positive_int, default=30, help="IMPRESS optimisation steps (default 30)")
     s.add_argument("--impress-budget", type=float, default=0.05,
                    help="LPIPS bound of the IMPRESS purification (default 0.05)")
+
+
+def _add_strength_run_args(s: argparse.ArgumentParser) -> None:
+    """``eval strength``: the controls, detectors, sizes, seed, device and logging."""
     s.add_argument("--no-noise-control", action="store_true",
                    help="skip the LPIPS-matched Gaussian-noise control")
     s.add_argument("--no-detectors", action="store_true", help="skip the stealth detectors")
     s.add_argument("--max-side", type=_positive_int, metavar="PX",
                    help="measure images downscaled to this longer side (default: as they are)")
-    s.add_argument("--tile-size", type=_positive_int, default=1024, metavar="PX",
-                   help="larger images are encoded, decoded and purified in cells of this size (default 1024)")
+    s.add_argument("--tile-size", type=_positive_int, default=defaults.DEFAULT_TILE_SIZE, metavar="PX",
+                   help="larger images are encoded, decoded and purified in cells of this size "
+                        f"(default {defaults.DEFAULT_TILE_SIZE})")
     s.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    s.add_argument("--device", default=defaults.DEFAULT_DEVICE, help="auto, cpu, cuda or mps (default auto)")
     s.add_argument("--models-dir", help="where model files are (see models/README.md)")
     s.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
-    s.set_defaults(handler=strength_command, interrupted="the report is written at the end; rerun the command")
-    _register_finetune(sub)
 
 
 def strength_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval strength``; heavy imports happen here, not at registration."""
-    from eval.compare import comparison_text, parse_protected, write_comparison
-    from eval.countermeasures import ImpressSettings
-    from eval.pairs import find_pairs
-    from eval.report import headline_text, write_report
-    from eval.strength import StrengthEvaluator, StrengthSettings
-    from protect.errors import ConfigError
+    from fixative.eval.cli_settings import check_strength_args, read_labels, strength_settings
+    from fixative.eval.compare import comparison_text, parse_protected, write_comparison
+    from fixative.eval.pairs import find_pairs
+    from fixative.eval.strength import StrengthEvaluator
 
-    labels = None
-    if args.labels is not None:
-        try:
-            labels = [line.strip() for line in args.labels.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise ConfigError(f"--labels {args.labels}: {exc}") from exc
-        if not labels:
-            raise ConfigError(f"--labels {args.labels}: no labels in the file")
-    for q in args.jpeg:
-        if not 1 <= q <= 100:
-            raise ConfigError(f"--jpeg {q}: qualities are 1-100")
-    if not 0 < args.impress_budget < 1:
-        raise ConfigError(f"--impress-budget must be between 0 and 1, got {args.impress_budget}")
-    if args.platform is not None and (args.platform[0] < 16 or not 1 <= args.platform[1] <= 100):
-        raise ConfigError(f"--platform {args.platform[0]}:{args.platform[1]}: the side must be >= 16 px and the "
-                          "quality 1-100")
-    if args.noise_downup is not None and not 0 < args.noise_downup[1] < 1:
-        raise ConfigError(f"--noise-downup: the factor must be in (0, 1), got {args.noise_downup[1]}")
+    labels = read_labels(args.labels)
+    check_strength_args(args)
     sets = parse_protected(args.protected)
     labelled = len(sets) > 1 or any("=" in spec for spec in args.protected)
     found = []
@@ -151,31 +159,10 @@ def strength_command(args: argparse.Namespace) -> int:
         for note in notes:
             log.warning("%s", note if not labelled else f"{label}: {note}")
         found.append((label, pairs, notes))
-    settings = StrengthSettings(
-        encoders=args.encoders or ["taef2"], models_dir=args.models_dir, device=args.device,
-        classifier=args.classifier, labels=labels, style=not args.no_style, jpeg_qualities=tuple(args.jpeg),
-        downup_factor=args.downup, noise_sigma=args.noise_sigma, blur_sigma=args.blur_sigma,
-        noisy_upscale_sigma=args.upscale_sigma, upscaler=args.upscaler, impress=not args.no_impress,
-        purifier=args.purifier, impress_settings=ImpressSettings(budget=args.impress_budget, steps=args.impress_steps),
-        noise_control=not args.no_noise_control, detectors=not args.no_detectors, max_side=args.max_side,
-        tile_size=args.tile_size, seed=args.seed, platform=args.platform, noise_downup=args.noise_downup,
-    )
+    settings = strength_settings(args, labels)
     evaluator = StrengthEvaluator.from_settings(settings)
-    reports = {}
-    for label, pairs, notes in found:
-        log.info("measuring %d pair(s)%s with %s", len(pairs), f" of {label}" if labelled else "",
-                 ", ".join(settings.encoders))
-
-        def progress(i: int, n: int, name: str, label: str = label) -> None:
-            log.info("[%d/%d] %s%s", i + 1, n, f"{label}: " if labelled else "", name)
-
-        report = evaluator.evaluate(pairs, notes, progress)
-        paths = write_report(report, args.out / label if labelled else args.out)
-        if labelled:
-            print(f"## {label}\n", file=sys.stdout)
-        print(headline_text(report), file=sys.stdout)
-        log.info("report: %s (and %s)", paths["html"], paths["json"])
-        reports[label] = report
+    reports = {label: _measure_set(evaluator, label, pairs, notes, args.out, labelled)
+               for label, pairs, notes in found}
     if labelled:
         paths = write_comparison(reports, args.out)
         print("\n## side by side\n\n" + comparison_text(reports), file=sys.stdout)
@@ -183,17 +170,37 @@ def strength_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_set(evaluator, label: str, pairs: list, notes: list[str], out: Path, labelled: bool):
+    """Measure one set of pairs, write its report (into ``out/label`` when several sets are measured)
+    and print its headline; returns the report."""
+    from fixative.eval.report import headline_text, write_report
+
+    log.info("measuring %d pair(s)%s with %s", len(pairs), f" of {label}" if labelled else "",
+             ", ".join(evaluator.settings.encoders))
+
+    def progress(i: int, n: int, name: str) -> None:
+        log.info("[%d/%d] %s%s", i + 1, n, f"{label}: " if labelled else "", name)
+
+    report = evaluator.evaluate(pairs, notes, progress)
+    paths = write_report(report, out / label if labelled else out)
+    if labelled:
+        print(f"## {label}\n", file=sys.stdout)
+    print(headline_text(report), file=sys.stdout)
+    log.info("report: %s (and %s)", paths["html"], paths["json"])
+    return report
+
+
 # --- fine-tuning ------------------------------------------------------------------------------------
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     """The training options shared by ``finetune`` and ``mimicry`` (defaults: diffusers' LoRA recipe)."""
-    from eval.finetune import MIXED_PRECISIONS, FinetuneSettings
+    from fixative.eval.finetune_settings import MIXED_PRECISIONS, FinetuneSettings, TrainMethod
 
     d = FinetuneSettings()
     p.add_argument("--model", required=True, metavar="ID|DIR|FILE",
                    help="Stable Diffusion 1.x/2.x: a hub id, a diffusers pipeline folder or a single checkpoint file")
-    p.add_argument("--method", choices=("lora", "full"), default=d.method,
+    p.add_argument("--method", choices=[m.value for m in TrainMethod], default=d.method,
                    help="LoRA on the UNet attention (default) or full UNet fine-tuning")
     p.add_argument("--rank", type=_positive_int, default=d.rank, help=f"LoRA rank, alpha = rank (default {d.rank})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
@@ -212,29 +219,17 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", type=_positive_int, default=d.keep_checkpoints,
                    help=f"newest checkpoints kept (default {d.keep_checkpoints})")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default=d.mixed_precision,
-                   help="auto: bf16 on GPUs that do it natively, else fp16; none on the CPU")
+                   help="auto: bf16 on GPUs that do it natively, else fp16; none on the CPU. fp32 (or "
+                        "accelerate's word for it, no): none")
     p.add_argument("--gradient-checkpointing", action="store_true", help="less activation memory, ~30%% slower")
     p.add_argument("--seed", type=int, default=d.seed, help="training seed: LoRA init, data order, noise (default 0)")
     p.add_argument("--caption-template", default="{name}",
                    help="with --captions auto and no NAME.txt: the caption made from {name} (file name words) and "
                         "{folder} (default '{name}')")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (accelerate launch sets the GPU)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps (accelerate launch sets the GPU)")
     p.add_argument("--models-dir", help="where model files are (see models/README.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems (and the headline)")
-
-
-def _finetune_settings(args: argparse.Namespace):
-    from eval.finetune import FinetuneSettings
-
-    return FinetuneSettings(
-        model=args.model, method=args.method, rank=args.rank, lr=args.lr, lr_scheduler=args.lr_scheduler,
-        warmup_steps=args.warmup_steps, resolution=args.resolution, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing, seed=args.seed, device=args.device,
-        models_dir=args.models_dir,
-    )
 
 
 def _register_finetune(sub: argparse._SubParsersAction) -> None:
@@ -242,7 +237,7 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
         "finetune", help="fine-tune a Stable Diffusion UNet (LoRA or full) on captioned images, resumably",
         description="Fine-tune the UNet of a Stable Diffusion 1.x/2.x model on a folder of images with Hugging Face "
                     "accelerate (mixed precision, gradient accumulation, checkpoints; several GPUs or machines with "
-                    "'accelerate launch -m protect.cli eval finetune ...'). Rerunning the same command resumes "
+                    "'accelerate launch -m fixative eval finetune ...'). Rerunning the same command resumes "
                     "from the last checkpoint in RUN_DIR. Writes RUN_DIR/lora/pytorch_lora_weights.safetensors (or "
                     "RUN_DIR/unet/), run.json and loss.jsonl.",
     )
@@ -252,9 +247,11 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
                         "each image, else the caption template (default auto)")
     f.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
     _add_training_args(f)
-    f.set_defaults(handler=finetune_command,
+    f.set_defaults(handler=finetune_command, flags=MODEL_FLAGS,
                    interrupted="training resumes from the last checkpoint when the same command is run again")
 
+
+def _register_mimicry(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser(
         "mimicry", help="train on clean vs protected (and poisoned) images and measure what the models learn",
         description="Style mimicry: fine-tune on the artist's clean images and on their protected copies (same "
@@ -264,6 +261,17 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
                     "images of other concepts, for each N, and measure how often the concept prompt draws the "
                     "anchor. Writes report.json, report.html and headline.md in --out.",
     )
+    _add_mimicry_style_args(m)
+    _add_mimicry_poison_args(m)
+    m.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for runs, samples and the report")
+    _add_training_args(m)
+    m.set_defaults(handler=mimicry_command, flags=MODEL_FLAGS,
+                   interrupted="finished training runs and checkpoints are kept; rerun the same command to go on")
+
+
+
+def _add_mimicry_style_args(m: argparse.ArgumentParser) -> None:
+    """``eval mimicry``: the style-mimicry experiment (clean and protected sets, references, generation)."""
     m.add_argument("--clean", type=Path, metavar="DIR", help="the artist's clean images")
     m.add_argument("--protected", type=Path, metavar="DIR", help="their protected copies (same names, any extension)")
     m.add_argument("--heldout", type=Path, metavar="DIR",
@@ -284,8 +292,13 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--purify", action="append", default=[], metavar="NAME",
                    help="also train on the protected images after this countermeasure: jpeg75, jpeg50, downup, "
                         "noise, blur, noisy_upscale, impress; repeat")
-    m.add_argument("--purifier", metavar="SPEC", help="autoencoder for --purify impress (default taef2)")
+    m.add_argument("--purifier", metavar="SPEC",
+                   help=f"autoencoder for --purify impress (default {defaults.DEFAULT_ENCODER})")
     m.add_argument("--impress-steps", type=_positive_int, default=30, help="IMPRESS steps (default 30)")
+
+
+def _add_mimicry_poison_args(m: argparse.ArgumentParser) -> None:
+    """``eval mimicry``: the concept-poisoning experiment (poisoned and other images, the sweep, the classifier)."""
     m.add_argument("--poisoned", type=Path, metavar="DIR", help="poisoned images of the concept")
     m.add_argument("--concept", help="what the poisoned images show and are captioned as (e.g. dog)")
     m.add_argument("--anchor", help="what the poison aims at (e.g. cat)")
@@ -301,10 +314,6 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
                         "CLIP folder")
     m.add_argument("--anchor-class", action="append", dest="anchor_classes", metavar="NAME",
                    help="a classifier class that counts as the anchor; repeat (default: classes containing the word)")
-    m.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for runs, samples and the report")
-    _add_training_args(m)
-    m.set_defaults(handler=mimicry_command,
-                   interrupted="finished training runs and checkpoints are kept; rerun the same command to go on")
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -315,11 +324,12 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def finetune_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval finetune``."""
-    from eval.captions import caption_images, list_images
-    from eval.finetune import train
+    from fixative.eval.captions import caption_images, list_images
+    from fixative.eval.cli_settings import finetune_settings
+    from fixative.eval.finetune import train
 
     _quiet_libraries(args.verbose)
-    settings = _finetune_settings(args)
+    settings = finetune_settings(args)
     settings.check()
     examples = caption_images(list_images(args.train), args.captions, args.caption_template)
     result = train(settings, examples, args.out)
@@ -331,21 +341,12 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 def mimicry_command(args: argparse.Namespace) -> int:
     """Run ``fixative eval mimicry``."""
-    from eval.generate import SampleSettings
-    from eval.mimicry import ExperimentSettings, run_experiment
-    from eval.mimicry_report import headline_text, write_report
+    from fixative.eval.cli_settings import experiment_settings
+    from fixative.eval.mimicry import run_experiment
+    from fixative.eval.mimicry_report import headline_text, write_report
 
     _quiet_libraries(args.verbose)
-    settings = ExperimentSettings(
-        finetune=_finetune_settings(args), out=args.out, clean=args.clean, protected=args.protected,
-        heldout=args.heldout, holdout=args.holdout, captions=args.captions, caption_template=args.caption_template,
-        prompts=args.prompts, seeds=args.seeds,
-        sample=SampleSettings(steps=args.sample_steps, guidance=args.guidance, size=args.sample_size),
-        style_model=args.style_model, purify=args.purify, purifier=args.purifier, impress_steps=args.impress_steps,
-        poisoned=args.poisoned, concept=args.concept, anchor=args.anchor, other=args.other,
-        other_captions=args.other_captions, poison_counts=args.poison_counts, poison_images=args.poison_images,
-        concept_template=args.concept_template, classifier=args.classifier, anchor_classes=args.anchor_classes,
-    )
+    settings = experiment_settings(args)
     report = run_experiment(settings)
     if report is None:  # a non-main process of an accelerate launch: the main one reports
         return 0

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.report import _atomic_write, _condition_labels, _display, _fmt, markdown_table
-from eval.strength import NONE, StrengthReport
-from protect.errors import ConfigError
+from fixative.errors import ConfigError
+from fixative.eval.report_page import atomic_write, fmt, markdown_table
+from fixative.eval.report_text import condition_labels, encoder_display
+from fixative.eval.strength_types import NONE, StrengthReport
 
 
 def parse_protected(specs: list[str]) -> list[tuple[str, Path]]:
@@ -39,8 +40,8 @@ def comparison_rows(reports: dict[str, StrengthReport]) -> list[list[str]]:
     """Rows: condition, then per set (and encoder) the gain and the retention."""
     first = next(iter(reports.values()))
     names = [e["name"] for e in first.encoders]
-    show = _display(first)
-    labels = _condition_labels(first)
+    show = encoder_display(first)
+    labels = condition_labels(first)
     header = ["condition"]
     for label in reports:
         for n in names:
@@ -56,7 +57,7 @@ def comparison_rows(reports: dict[str, StrengthReport]) -> list[list[str]]:
                 if e is None:
                     row += ["–", "–"]
                     continue
-                row += [_fmt(e["gain"]), "100%" if cname == NONE else _fmt(e["retention"], pct=True)]
+                row += [fmt(e["gain"]), "100%" if cname == NONE else fmt(e["retention"], pct=True)]
         rows.append(row)
     return rows
 
@@ -67,9 +68,9 @@ def comparison_text(reports: dict[str, StrengthReport]) -> str:
     for label, report in reports.items():
         imp = report.aggregate["imperceptibility"]
         parts.append(f"- {label}: {report.aggregate['images']} images, LPIPS alex mean "
-                     f"{_fmt(imp['lpips_alex']['mean'])} (max {_fmt(imp['lpips_alex']['max'])}), "
-                     f"PSNR {_fmt(imp['psnr']['mean'], 1)} dB, "
-                     f"SSIM {_fmt(imp['ssim']['mean'])}")
+                     f"{fmt(imp['lpips_alex']['mean'])} (max {fmt(imp['lpips_alex']['max'])}), "
+                     f"PSNR {fmt(imp['psnr']['mean'], 1)} dB, "
+                     f"SSIM {fmt(imp['ssim']['mean'])}")
     parts += ["", "Efficacy side by side (gain = 1 - distance ratio to the target; retained = gain after the "
                   "countermeasure / gain without it):", "", markdown_table(comparison_rows(reports))]
     return "\n".join(parts)
@@ -88,6 +89,6 @@ def write_comparison(reports: dict[str, StrengthReport], out_dir: str | Path) ->
     """Write ``comparison.md`` and ``comparison.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     md, js = out_dir / "comparison.md", out_dir / "comparison.json"
-    _atomic_write(md, (comparison_text(reports) + "\n").encode())
-    _atomic_write(js, (json.dumps(comparison_json(reports), indent=2, allow_nan=False) + "\n").encode())
+    atomic_write(md, (comparison_text(reports) + "\n").encode())
+    atomic_write(js, (json.dumps(comparison_json(reports), indent=2, allow_nan=False) + "\n").encode())
     return {"markdown": md, "json": js}

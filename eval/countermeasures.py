@@ -4,6 +4,9 @@ Each countermeasure maps a batch of images (NCHW float in [0, 1]) to a batch of 
 and returns 8-bit-quantised pixels (what would be saved and trained on). Random ones take a
 ``seed`` and draw *one* noise field that every image of the batch receives, so the clean and
 protected versions of a picture are compared under identical noise (a paired measurement).
+They follow the core's contract (:class:`fixative.core.countermeasures.Countermeasure`): the seeded draw
+(``generate_parameters``) is apart from the application (``apply_transform``), on the core's resize, blur
+and down-up transforms (:mod:`fixative.core.transforms`).
 
 - :class:`Jpeg`: re-encode with PIL at a quality (4:2:0 chroma subsampling, PIL's default).
 - :class:`DownUp`: downscale (antialiased bicubic) and upscale back (bicubic).
@@ -26,23 +29,24 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from eval.names import short_name
-from protect.constraints import LpipsBudget, quantize
-from protect.encoders import Encoder
-from protect.errors import ConfigError
-from protect.perceptual import Perceptual
-from protect.robust import gaussian_blur  # noqa: F401  (re-exported: eval code imports it from here)
-from protect.store import ModelStore
+from fixative.core.constraints import LpipsBudget, quantize
+from fixative.core.countermeasures import Countermeasure as CoreCountermeasure
+from fixative.core.countermeasures import Params
+from fixative.core.encoder import Encoder
+from fixative.core.perceptual import Perceptual
+from fixative.core.transforms import down_up, gaussian_blur, resize
+from fixative.errors import ConfigError
+from fixative.eval.names import short_name
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +54,18 @@ SD_UPSCALER_REPO = "stabilityai/stable-diffusion-x4-upscaler"
 SD_UPSCALER_LOCAL = ("sd-x4-upscaler", "stable-diffusion-x4-upscaler", "sd_x4_upscaler")
 
 
-class Countermeasure:
-    """Base class: ``name`` (a short key), ``label`` (for people), ``apply(images, seed)``."""
+class Countermeasure(CoreCountermeasure):
+    """An evaluation countermeasure, on the core's contract (:class:`fixative.core.countermeasures.Countermeasure`):
+    ``name`` (a short key), ``label`` (for people); ``apply(images, seed)`` draws its parameters from a
+    generator seeded with ``seed`` (one draw for the whole batch: a paired measurement) and applies them."""
 
     name: str = "countermeasure"
     label: str = "countermeasure"
 
     def apply(self, images: Tensor, seed: int = 0) -> Tensor:
-        raise NotImplementedError
+        """``images`` (NCHW in [0,1]) after the countermeasure, 8-bit quantised; ``seed`` fixes its randomness."""
+        params = self.generate_parameters(images.shape, torch.Generator().manual_seed(int(seed)))
+        return self.apply_transform(images, params)
 
     def __call__(self, images: Tensor, seed: int = 0) -> Tensor:
         return self.apply(images, seed)
@@ -68,15 +76,19 @@ class Countermeasure:
         return {"name": self.name, "label": self.label, **params}
 
 
-def _noise_like(images: Tensor, sigma: float, seed: int) -> Tensor:
-    """One N(0, sigma^2) field of shape 1xCxHxW (shared by the batch), on the images' device."""
-    g = torch.Generator().manual_seed(int(seed))
-    return (torch.randn((1, *images.shape[1:]), generator=g) * sigma).to(images.device, images.dtype)
+def _noise_field(shape: Sequence[int], sigma: float, generator: torch.Generator) -> Tensor:
+    """One N(0, sigma^2) field of shape 1xCxHxW for images of ``shape`` (shared by the batch), on the CPU."""
+    return torch.randn((1, *shape[1:]), generator=generator) * sigma
 
 
-def _resize(images: Tensor, size: tuple[int, int]) -> Tensor:
-    down = size[0] < images.shape[-2] or size[1] < images.shape[-1]
-    return F.interpolate(images, size=size, mode="bicubic", antialias=down, align_corners=False)
+def _add(images: Tensor, noise: Tensor) -> Tensor:
+    return images + noise.to(images.device, images.dtype)
+
+
+def _smaller(shape: Sequence[int], factor: float) -> tuple[int, int]:
+    """The size of images of ``shape`` scaled by ``factor``, at least 1 px a side."""
+    h, w = shape[-2:]
+    return max(1, round(h * factor)), max(1, round(w * factor))
 
 
 class Jpeg(Countermeasure):
@@ -87,7 +99,7 @@ class Jpeg(Countermeasure):
         self.name = f"jpeg{self.quality}"
         self.label = f"JPEG quality {self.quality}"
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
         out = []
         for img in images:
             arr = (img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
@@ -107,10 +119,8 @@ class DownUp(Countermeasure):
         self.name = f"downup{self.factor:g}"
         self.label = f"downscale x{self.factor:g}, upscale back (bicubic)"
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
-        h, w = images.shape[-2:]
-        small = (max(1, round(h * self.factor)), max(1, round(w * self.factor)))
-        return quantize(_resize(_resize(images, small), (h, w)))
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
+        return quantize(down_up(images, self.factor))
 
 
 class GaussianNoise(Countermeasure):
@@ -119,8 +129,11 @@ class GaussianNoise(Countermeasure):
         self.name = f"noise{self.sigma:g}"
         self.label = f"Gaussian noise, sigma {self.sigma:g} ({self.sigma * 255:.0f}/255)"
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
-        return quantize(images + _noise_like(images, self.sigma, seed))
+    def generate_parameters(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        return {"noise": _noise_field(shape, self.sigma, generator)}
+
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
+        return quantize(_add(images, params["noise"]))
 
 
 class GaussianBlur(Countermeasure):
@@ -129,7 +142,7 @@ class GaussianBlur(Countermeasure):
         self.name = f"blur{self.sigma:g}"
         self.label = f"Gaussian blur, sigma {self.sigma:g} px"
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
         return quantize(gaussian_blur(images, self.sigma))
 
 
@@ -144,11 +157,11 @@ class NoiseDownUp(Countermeasure):
         self.name = f"noise{self.sigma:g}_downup{self.factor:g}"
         self.label = f"Gaussian noise sigma {self.sigma:g}, then downscale x{self.factor:g} and back"
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
-        h, w = images.shape[-2:]
-        small = (max(1, round(h * self.factor)), max(1, round(w * self.factor)))
-        noisy = (images + _noise_like(images, self.sigma, seed)).clamp(0, 1)
-        return quantize(_resize(_resize(noisy, small), (h, w)))
+    def generate_parameters(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        return {"noise": _noise_field(shape, self.sigma, generator)}
+
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
+        return quantize(down_up(_add(images, params["noise"]).clamp(0, 1), self.factor))
 
 
 class Platform(Countermeasure):
@@ -167,14 +180,13 @@ class Platform(Countermeasure):
         self.name = name or f"platform{self.long_side}q{self.quality}"
         self.label = f"platform: longer side to {self.long_side} px, JPEG quality {self.quality} (4:2:0)"
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
         h, w = images.shape[-2:]
         scale = self.long_side / max(h, w)
         if scale >= 1:
-            return self.jpeg.apply(images, seed)
-        small = (max(1, round(h * scale)), max(1, round(w * scale)))
-        posted = self.jpeg.apply(quantize(_resize(images, small)), seed)
-        return quantize(_resize(posted, (h, w)))
+            return self.jpeg.apply_transform(images, params)
+        posted = self.jpeg.apply_transform(quantize(resize(images, _smaller(images.shape, scale))), params)
+        return quantize(resize(posted, (h, w)))
 
 
 Upscaler = Callable[[Tensor, int], Tensor]
@@ -199,16 +211,24 @@ class NoisyUpscale(Countermeasure):
         self.label = f"noisy upscaling: down x{self.factor}, noise sigma {self.sigma:g}, " + (
             "SD x4 upscaler" if upscaler is not None else "bicubic upscale")
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+    def _low(self, shape: Sequence[int]) -> tuple[int, int]:
+        h, w = shape[-2:]
+        return max(1, round(h / self.factor)), max(1, round(w / self.factor))
+
+    def generate_parameters(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        """The noise field at the low resolution, and the upscaler's seed (that of ``generator``)."""
+        small = self._low(shape)
+        return {"noise": _noise_field((1, shape[1], *small), self.sigma, generator), "seed": generator.initial_seed()}
+
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
         h, w = images.shape[-2:]
-        small = (max(1, round(h / self.factor)), max(1, round(w / self.factor)))
-        low = (_resize(images, small) + _noise_like(_resize(images[:1], small), self.sigma, seed)).clamp(0, 1)
+        low = _add(resize(images, self._low(images.shape)), params["noise"]).clamp(0, 1)
         if self.upscaler is None:
-            up = _resize(low, (h, w))
+            up = resize(low, (h, w))
         else:
-            up = torch.cat([self.upscaler(img[None], seed) for img in low]).to(images.device, images.dtype)
+            up = torch.cat([self.upscaler(img[None], params["seed"]) for img in low]).to(images.device, images.dtype)
             if tuple(up.shape[-2:]) != (h, w):
-                up = _resize(up, (h, w))
+                up = resize(up, (h, w))
         return quantize(up)
 
     def describe(self) -> dict:
@@ -307,7 +327,7 @@ class ImpressPurification(Countermeasure):
         self.label = (f"IMPRESS purification ({short_name(autoencoder.name)}, LPIPS <= {self.budget:g}, "
                       f"{self.steps} steps)")
 
-    def apply(self, images: Tensor, seed: int = 0) -> Tensor:
+    def apply_transform(self, images: Tensor, params: Params) -> Tensor:
         h, w = images.shape[-2:]
         tile = max(32, self.settings.tile)  # LPIPS needs cells of some size
         if max(h, w) <= tile:

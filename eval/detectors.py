@@ -7,7 +7,8 @@ their device:
 
 - ``detect_poison(features, groups=None) -> (report, is_clean)`` flags the samples whose score
   is above the detector's own threshold (fit without labels);
-- ``evaluate_defence(is_clean_truth) -> dict`` compares the last decision with the truth;
+- ``evaluate_defence(is_clean_truth, report, is_clean) -> dict`` compares that decision with the truth
+  (no result is stored in the detector: unlike ART's, the decision is passed back);
 - ``scores(features, groups=None)`` exposes the continuous score, from which
   :func:`roc_auc` and :func:`detection_rate_at_fpr` measure the detector threshold-free.
 
@@ -25,6 +26,7 @@ Detectors:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -42,8 +44,11 @@ def _standardise(f: Tensor) -> Tensor:
     return (f - f.mean(dim=0)) / f.std(dim=0, unbiased=False).clamp_min(1e-8)
 
 
-class PoisonDetector:
-    """Base class; subclasses implement :meth:`scores` and may override :meth:`threshold`."""
+class PoisonDetector(ABC):
+    """The contract of a detector: :meth:`scores` (continuous, higher = more likely poisoned), :meth:`threshold`
+    (the unsupervised cut), and from them :meth:`detect_poison` and :meth:`evaluate_defence`, as ART's
+    ``PoisonFilteringDefence`` has them but without stored results: a detector holds only its settings, and
+    the decision is passed to :meth:`evaluate_defence` (the same detector can score several sets at once)."""
 
     name = "detector"
 
@@ -51,11 +56,11 @@ class PoisonDetector:
         if not 0 < expected_fraction < 1:
             raise ValueError(f"expected_fraction must be in (0, 1), got {expected_fraction}")
         self.expected_fraction = float(expected_fraction)
-        self.is_clean_lst: list[bool] = []
-        self.last_scores: Tensor | None = None
 
+    @abstractmethod
     def scores(self, features: Tensor, groups: Sequence[int] | None = None) -> Tensor:
-        raise NotImplementedError
+        """One score per sample (row of ``features``), higher = more likely poisoned; ``groups``: one id per
+        sample, samples of one group being the same source picture."""
 
     def threshold(self, scores: Tensor) -> float:
         """Unsupervised cut: flag the top ``expected_fraction`` of scores."""
@@ -63,27 +68,30 @@ class PoisonDetector:
         return float(torch.topk(scores, k).values.min())
 
     def detect_poison(self, features: Tensor, groups: Sequence[int] | None = None) -> tuple[dict, list[bool]]:
-        """Score and flag samples. Returns (report, is_clean), ``is_clean[i]`` False = flagged."""
+        """Score and flag samples. Returns (report, is_clean), ``is_clean[i]`` False = flagged; the report
+        (JSON-ready) holds the threshold, the counts and the ``scores``."""
         s = self.scores(features, groups)
         cut = self.threshold(s)
         is_clean = [bool(v < cut) for v in s.tolist()]
-        self.is_clean_lst, self.last_scores = is_clean, s
         report = {"detector": self.name, "threshold": cut, "flagged": int(sum(not c for c in is_clean)),
-                  "samples": len(is_clean)}
+                  "samples": len(is_clean), "scores": s.tolist()}
         return report, is_clean
 
-    def evaluate_defence(self, is_clean: Sequence[bool]) -> dict:
-        """Confusion counts and rates of the last :meth:`detect_poison` against the truth."""
-        if len(is_clean) != len(self.is_clean_lst):
-            raise ValueError("evaluate_defence needs one truth value per sample of the last detect_poison call")
-        tp = sum((not t) and (not p) for t, p in zip(is_clean, self.is_clean_lst, strict=True))
-        fp = sum(t and (not p) for t, p in zip(is_clean, self.is_clean_lst, strict=True))
-        fn = sum((not t) and p for t, p in zip(is_clean, self.is_clean_lst, strict=True))
-        tn = sum(t and p for t, p in zip(is_clean, self.is_clean_lst, strict=True))
+    def evaluate_defence(self, is_clean: Sequence[bool], report: dict, flagged_clean: Sequence[bool]) -> dict:
+        """Confusion counts and rates of one :meth:`detect_poison` decision (its ``report`` and
+        ``flagged_clean``, its is_clean) against the truth ``is_clean``; ``roc_auc`` from the report's scores."""
+        if len(is_clean) != len(flagged_clean):
+            raise ValueError("evaluate_defence needs one truth value per sample of the detect_poison decision")
+        pairs = list(zip(is_clean, flagged_clean, strict=True))
+        tp = sum((not t) and (not p) for t, p in pairs)
+        fp = sum(t and (not p) for t, p in pairs)
+        fn = sum((not t) and p for t, p in pairs)
+        tn = sum(t and p for t, p in pairs)
         out = {"true_positives": tp, "false_positives": fp, "false_negatives": fn, "true_negatives": tn,
                "tpr": tp / (tp + fn) if tp + fn else None, "fpr": fp / (fp + tn) if fp + tn else None}
-        if self.last_scores is not None:
-            out["roc_auc"] = roc_auc(self.last_scores[[not c for c in is_clean]], self.last_scores[list(is_clean)])
+        if report.get("scores") is not None:
+            scores = torch.tensor(report["scores"])
+            out["roc_auc"] = roc_auc(scores[[not c for c in is_clean]], scores[list(is_clean)])
         return out
 
 
@@ -170,7 +178,6 @@ class ActivationClustering(PoisonDetector):
         sizes = torch.bincount(labels, minlength=2)
         small = int(sizes.argmin())  # ties -> cluster 0
         d = torch.cdist(reduced, centres)
-        self.cluster_sizes = sizes.tolist()
         return (d[:, 1 - small] - d[:, small]).float()
 
     def threshold(self, scores: Tensor) -> float:

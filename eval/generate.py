@@ -1,7 +1,7 @@
 """Generating images from a Stable Diffusion pipeline, with a fine-tuned LoRA loaded or not.
 
 The pipeline comes through diffusers from a hub id, a local pipeline folder or a single checkpoint
-file (``protect.targets.resolve_pipeline``/``load_pipeline``). Every image has its own seeded CPU
+file (``fixative.targets.made.resolve_pipeline``/``load_pipeline``). Every image has its own seeded CPU
 generator, so image (prompt, seed) is the same whatever the batch and whichever model variant draws
 it: the clean- and the protected-trained models start from identical noise.
 
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from protect.devices import resolve_device
-from protect.errors import ConfigError, FixativeError
-from protect.store import ModelStore
+from fixative.core.devices import resolve_device
+from fixative.errors import ConfigError, FixativeError
+from fixative.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,13 @@ class Sampler:
     def load(cls, spec: str, *, store: ModelStore | None = None, device: str | torch.device = "auto",
              precision: str = "auto") -> Sampler:
         """Load ``spec`` (hub id, folder or file) for generation on ``device`` (fp32 on the CPU; bf16/fp16 on GPUs)."""
-        from protect.targets import load_pipeline, pipeline_dtype, resolve_pipeline
+        from fixative.eval.finetune_settings import FINETUNE_MODEL
+        from fixative.targets.made import load_pipeline, pipeline_dtype, resolve_pipeline
 
         store = store or ModelStore()
         dev = resolve_device(device)
-        source = resolve_pipeline(spec, store, option="--model")
-        pipe = load_pipeline(source, "text2img", dtype=pipeline_dtype(dev, precision), store=store, progress=False,
-                             option="--model")
+        source = resolve_pipeline(spec, store, FINETUNE_MODEL)
+        pipe = load_pipeline(source, "text2img", dtype=pipeline_dtype(dev, precision), store=store, progress=False)
         return cls(pipe, dev, spec)
 
     def native_size(self) -> int:
@@ -116,7 +116,7 @@ class Sampler:
 
             return restore_unet
         if path.is_dir():
-            from eval.finetune import LORA_FILE
+            from fixative.eval.run_folder import LORA_FILE
 
             path = path / LORA_FILE
         if not path.is_file():

@@ -2,7 +2,7 @@
 ``report.html`` (tables with 95% confidence intervals over seeds, loss curves, the poisoning sweep,
 and image grids: one row per prompt, one column per model, all with the same seed).
 
-Shares the page style and helpers of the strength report (:mod:`eval.report`).
+Shares the page style and helpers of the strength report (:mod:`fixative.eval.report_page`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from eval.report import _CSS, _atomic_write, _figure_png, _fmt, _img, _table, markdown_table
+from fixative.eval.report_page import CSS, atomic_write, figure_png, fmt, html_table, img_tag, markdown_table
 
 RUN_LABELS = {"base": "base model (no fine-tune)", "clean": "trained on clean", "protected": "trained on protected"}
 
@@ -29,9 +29,9 @@ def _ci(entry: dict | None, digits: int = 3, pct: bool = False) -> str:
     """``mean [lo, hi]`` (or the mean alone when there is no interval)."""
     if not entry or entry.get("mean") is None:
         return "–"
-    mean = _fmt(entry["mean"], digits, pct)
+    mean = fmt(entry["mean"], digits, pct)
     ci = entry.get("ci95")
-    return f"{mean} [{_fmt(ci[0], digits, pct)}, {_fmt(ci[1], digits, pct)}]" if ci else mean
+    return f"{mean} [{fmt(ci[0], digits, pct)}, {fmt(ci[1], digits, pct)}]" if ci else mean
 
 
 def style_rows(report: dict) -> list[list[str]]:
@@ -41,7 +41,7 @@ def style_rows(report: dict) -> list[list[str]]:
     rows = [["model", f"style similarity to held-out ({unit}), mean [95% CI]", "final training loss", "steps"]]
     for name, entry in style["models"].items():
         run = report["runs"].get(name, {})
-        rows.append([_label(name), _ci(entry, 4), _fmt(run.get("final_loss"), 4) if run else "–",
+        rows.append([_label(name), _ci(entry, 4), fmt(run.get("final_loss"), 4) if run else "–",
                      str(run.get("steps", "–")) if run else "–"])
     for name, entry in style["effects"].items():
         rows.append([f"difference: {name}", _ci(entry, 4), "", ""])
@@ -55,7 +55,7 @@ def poison_rows(report: dict) -> list[list[str]]:
     for key, entry in poison["counts"].items():
         run = report["runs"].get(f"poison-{key}", {})
         rows.append([key, str(entry["images"]), _ci(entry, pct=True), _ci(entry.get("concept_share"), pct=True),
-                     _fmt(run.get("final_loss"), 4)])
+                     fmt(run.get("final_loss"), 4)])
     return rows
 
 
@@ -96,7 +96,7 @@ def plots(report: dict) -> dict[str, str]:
     ax.set_ylabel("noise-prediction MSE")
     ax.set_title("Training loss (faint: per step; solid: moving average)")
     ax.legend(fontsize=7)
-    out["loss"] = _figure_png(fig)
+    out["loss"] = figure_png(fig)
 
     if "style" in report:
         models = report["style"]["models"]
@@ -109,7 +109,7 @@ def plots(report: dict) -> dict[str, str]:
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_ylabel(report["style"]["metric"]["kind"])
         ax.set_title(f"Style similarity to the held-out works ({report['style']['metric']['direction']}); 95% CI")
-        out["style"] = _figure_png(fig)
+        out["style"] = figure_png(fig)
 
     if "poison" in report:
         counts = report["poison"]["counts"]
@@ -123,7 +123,7 @@ def plots(report: dict) -> dict[str, str]:
         ax.set_xlabel("poisoned training images N")
         ax.set_ylabel(f"share drawn as '{report['poison']['anchor']}'")
         ax.set_title("Concept poisoning: attack success vs N (95% CI)")
-        out["poison"] = _figure_png(fig)
+        out["poison"] = figure_png(fig)
     return out
 
 
@@ -153,7 +153,7 @@ def render_html(report: dict) -> str:
     figs = plots(report)
     seeds = report["generation"]["seeds"]
     h = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-         "<title>Fixative fine-tuning evaluation</title>", f"<style>{_CSS}</style></head><body>",
+         "<title>Fixative fine-tuning evaluation</title>", f"<style>{CSS}</style></head><body>",
          "<h1>Fine-tuning evaluation: what a model trained on the images learns</h1>",
          "<p class='note'>Each fine-tune is trained with the same captions, seed and steps; every model draws the "
          f"same prompts with the same seeds ({', '.join(map(str, seeds))}). Intervals are 95% t-intervals over the "
@@ -165,7 +165,7 @@ def render_html(report: dict) -> str:
               f"{html.escape(st['metric']['name'])}, {html.escape(st['metric']['direction'])}, averaged over prompts "
               "and references. A protection works when the model trained on protected images is <b>further</b> "
               "from the artist's style than the model trained on the clean images (the difference row).</p>",
-              _table(style_rows(report)), _img(figs["style"], "style similarity"),
+              html_table(style_rows(report)), img_tag(figs["style"], "style similarity"),
               "<h3>Generations (rows: prompts; columns: models; same seeds in every cell)</h3>",
               _grid(st["prompts"], st["samples"], seeds)]
     if "poison" in report:
@@ -174,16 +174,17 @@ def render_html(report: dict) -> str:
               f"<p>Prompt <code>{html.escape(po['prompt'])}</code>; a generation is an attack success when "
               f"{html.escape(po['classifier'])} labels it as one of: {html.escape(', '.join(po['anchor_labels']))}. "
               "N = 0 is the same training without poison.</p>",
-              _table(poison_rows(report)), _img(figs["poison"], "poisoning sweep")]
+              html_table(poison_rows(report)), img_tag(figs["poison"], "poisoning sweep")]
         rows = "".join(f"<tr><td>N = {html.escape(k.removeprefix('poison-'))}</td><td style='text-align:left'>"
                        + "".join(_thumb(p) for p in v[0][:8]) + "</td></tr>" for k, v in po["samples"].items())
         h += [f"<h3>Generations of <code>{html.escape(po['prompt'])}</code> (first 8 of each model)</h3>",
               f"<table><tr><th>model</th><th>images</th></tr>{rows}</table>"]
-    h += ["<h2>Training</h2>", _img(figs["loss"], "loss curves"),
-          _table([["run", "data", "images", "steps", "resumed from", "seconds", "final loss", "trainable parameters"]]
-                 + [[n, html.escape(r["data"]), str(r["images"]), str(r["steps"]), _fmt(r["resumed_from"]),
-                     _fmt(r["seconds"], 1), _fmt(r["final_loss"], 4), str(r.get("trainable_parameters"))]
-                    for n, r in report["runs"].items()]),
+    h += ["<h2>Training</h2>", img_tag(figs["loss"], "loss curves"),
+          html_table([["run", "data", "images", "steps", "resumed from", "seconds", "final loss",
+                       "trainable parameters"]]
+                     + [[n, html.escape(r["data"]), str(r["images"]), str(r["steps"]), fmt(r["resumed_from"]),
+                         fmt(r["seconds"], 1), fmt(r["final_loss"], 4), str(r.get("trainable_parameters"))]
+                        for n, r in report["runs"].items()]),
           "<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(report['settings'], indent=1))}</pre>",
           "<p class='note'>Every number, per seed and per prompt, is in report.json beside this file; the images "
           "are in samples/.</p></body></html>"]
@@ -194,7 +195,7 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.html`` and ``headline.md`` into ``out_dir``."""
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "report.json", "html": out_dir / "report.html", "headline": out_dir / "headline.md"}
-    _atomic_write(paths["json"], (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
-    _atomic_write(paths["html"], render_html(report).encode())
-    _atomic_write(paths["headline"], (headline_text(report) + "\n").encode())
+    atomic_write(paths["json"], (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write(paths["html"], render_html(report).encode())
+    atomic_write(paths["headline"], (headline_text(report) + "\n").encode())
     return paths

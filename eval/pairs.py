@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from protect.errors import ConfigError
-from protect.images import load_image
+from fixative.errors import ConfigError
+from fixative.files.images import load_image, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +140,6 @@ def find_pairs(
     return pairs, notes
 
 
-def _resize(image: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def capped_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
     """(H, W) scaled down so that the longer side is at most ``max_side`` (unchanged if None or smaller)."""
     h, w = size
@@ -169,9 +162,9 @@ def load_pair(pair: ImagePair, max_side: int | None = None) -> LoadedPair:
     final = capped_size(size, max_side)
     if final != size:
         notes.append(f"measured at {final[0]}x{final[1]} (capped from {size[0]}x{size[1]} by max_side={max_side})")
-        protected = _resize(protected, final)
-    original = _resize(original, final)
-    target = _resize(load_image(pair.target).rgb, final) if pair.target is not None else None
+        protected = resize_rgb(protected, final)
+    original = resize_rgb(original, final)
+    target = resize_rgb(load_image(pair.target).rgb, final) if pair.target is not None else None
     return LoadedPair(pair.name, original, protected, target, notes)
 
 

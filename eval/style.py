@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protect.errors import ModelNotFoundError
-from protect.store import ModelStore
+from fixative.errors import ModelNotFoundError
+from fixative.models.store import ModelStore
 
 VGG16_FILE = "lpips/vgg16_features.safetensors"
 STYLE_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 in torchvision's vgg16().features

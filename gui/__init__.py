@@ -1,1 +1,1 @@
-"""Fixative desktop GUI (Gradio). Uses ``protect``; never imported by it."""
+"""Fixative desktop GUI (Gradio). Uses the library; never imported by it."""

@@ -31,7 +31,8 @@ COMMAND_HELP = "open the desktop app (drop images, protect, download)"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``gui`` to the ``fixative`` command line."""
-    from protect.devices import DEVICE_CHOICES
+    from fixative.core.devices import DEVICE_CHOICES
+    from fixative.gui.uploads import DEFAULT_MAX_FILE_BYTES
 
     p = subparsers.add_parser(
         "gui", help=COMMAND_HELP,
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", action="append", dest="encoders", metavar="SPEC",
                    help="the encoders offered by default (repeatable; default taef2)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default compute device (default auto)")
-    p.add_argument("--max-file-size", type=_megabytes, default=200 * 1024 * 1024, metavar="MB",
+    p.add_argument("--max-file-size", type=_megabytes, default=DEFAULT_MAX_FILE_BYTES, metavar="MB",
                    help="largest upload accepted, in megabytes (default 200)")
     p.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this (default 300,000,000)")
     p.add_argument("--target-cache", type=Path, metavar="DIR",
@@ -58,19 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def gui_command(args: argparse.Namespace) -> int:
     """Run ``fixative gui`` until interrupted (Ctrl+C); the temporary folder is deleted on the way out."""
-    from protect.errors import ConfigError
+    from fixative.errors import ConfigError
 
     try:
         import gradio  # noqa: F401
     except ImportError as exc:
         raise ConfigError("'fixative gui' needs Gradio, which is not installed; install it with: "
                           "pip install 'fixative[gui]'") from exc
-    from gui.app import AppConfig, launch
+    from fixative.gui.app import AppConfig, launch
+    from fixative.gui.form import DEFAULT_ENCODERS
 
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: ports are 0-65535")
     config = AppConfig(models_dir=args.models_dir, max_file_bytes=args.max_file_size, max_pixels=args.max_pixels,
-                       encoders=tuple(args.encoders or ("taef2",)), device=args.device,
+                       encoders=tuple(args.encoders or DEFAULT_ENCODERS), device=args.device,
                        target_cache=args.target_cache)
 
     def stop(signum, frame):  # SIGTERM: leave like Ctrl+C, so the temporary folder is deleted

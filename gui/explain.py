@@ -7,8 +7,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-from protect.presets import INTENSITIES, INTENSITY_MEASURED, QUALITIES
-from protect.timing import duration
+from fixative.batch.timing import duration
+from fixative.presets import INTENSITIES, INTENSITY_MEASURED, QUALITIES
 
 #: how each intensity looks (the measurements behind it: protect/presets.py, INTENSITY_MEASURED)
 INTENSITY_LOOKS = {
@@ -182,7 +182,7 @@ def metrics_words(record: dict) -> str:
 
 def plain_error(exc: Exception) -> str:
     """A job's failure in words an artist can act on (Markdown): what went wrong, what to do, then the details."""
-    from protect.errors import ModelNotFoundError
+    from fixative.errors import ModelNotFoundError
 
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
@@ -273,7 +273,7 @@ PROGRESS_CSS = """
 def posting_choices() -> list[tuple[str, str]]:
     """(label, value) pairs for "where will you post it?": any site (the default), each platform of
     ``protect/platforms.toml`` with what it does to uploads, or nowhere (no robust layer)."""
-    from protect.platforms import platforms
+    from fixative.batch.platforms import platforms
 
     choices = [("Online, any site (default: survives resizing to 2048 px and JPEG 85)", "generic")]
     for key, p in platforms().items():

@@ -3,7 +3,7 @@ what the model "sees" (an encoder's latent decoded), and the zip of a portfolio'
 
 All pictures are written as lossless PNG files (the app shows them by path, so nothing is
 re-encoded as WebP on the way). They are previews: the downloadable outputs are the files that
-:func:`protect.batch.run_batch` wrote, untouched.
+:func:`fixative.batch.runner.run_batch` wrote, untouched.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protect.images import LoadedImage, load_image, save_png
-from protect.manifest import INDEX_NAME, record_path
+from fixative.files.images import LoadedImage, load_image, save_png
+from fixative.provenance.manifest import INDEX_NAME, record_path
 
 #: the difference map's gain is capped so that a change of one level does not fill the map
 MAX_GAIN = 64.0
@@ -68,7 +68,7 @@ def decoded_view(encoder, image: torch.Tensor, cell: int = 1024) -> torch.Tensor
     Large images go through in non-overlapping cells of at most ``cell`` pixels (bounded memory),
     each encoded and decoded at full resolution. Needs ``encoder.can_decode``.
     """
-    from protect.tiling import plan_tiles
+    from fixative.core.tiling import plan_tiles
 
     h, w = image.shape[-2:]
     out = torch.empty(1, 3, h, w)
@@ -117,7 +117,7 @@ def portfolio_zip(out_dir: Path, outputs: list[Path], dest: Path, *, certificate
 
     Files are stored, not recompressed, so each image in the zip is byte-for-byte the engine's output.
     """
-    from protect.credentials import INDEX_SIGNATURE_NAME
+    from fixative.provenance.credentials import INDEX_SIGNATURE_NAME
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as zf:

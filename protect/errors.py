@@ -18,7 +18,16 @@ class InputImageError(FixativeError):
 
 
 class ConfigError(FixativeError):
-    """An option has a value that cannot work (unknown method, budget out of range, ...)."""
+    """An option has a value that cannot work (unknown method, budget out of range, ...).
+
+    ``field``: the option it is about, in the library's terms (a field of the typed options, such as
+    ``"steps"`` or ``"target.model"``); the message speaks the same terms, and a front end (the command
+    line, the GUI) names its own control for that field. None when it is about no one option.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class OutputError(FixativeError):

@@ -12,7 +12,7 @@ and guaranteed on the saved pixels (quantise, then scale back). Measured on the 
 | ``high`` | JPEG quality 50 | visible at 200 % on flat areas and gradients; strongest protection |
 
 The budget holds both at the image's own size (FLIP at 67 pixels per degree) and zoomed to 200 %
-(:data:`protect.budgets.DEFAULT_ZOOMS`). ``--budget`` gives an LPIPS budget instead (the guarantee of
+(:data:`fixative.core.budgets.DEFAULT_ZOOMS`). ``--budget`` gives an LPIPS budget instead (the guarantee of
 earlier versions; no pixel cap unless ``--linf`` is given); its former presets are kept in
 :data:`LPIPS_INTENSITIES` / :data:`LPIPS_INTENSITY_LINF` for comparisons (``benchmarks/visibility.py``).
 
@@ -34,9 +34,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fixative.defaults import DEFAULT_INTENSITY, DEFAULT_LPIPS_BUDGET, DEFAULT_QUALITY
+
 #: --intensity -> the JPEG quality whose visibility (FLIP, per image) the protection may not exceed
 INTENSITIES: dict[str, int] = {"low": 90, "medium": 75, "high": 50}
-DEFAULT_INTENSITY = "medium"
 #: what each intensity measured (benchmarks/visibility.py, taef2 towards Wood.jpg, at the training views; the
 #: README's runs): FLIP of the saved file against the original (the picture's own JPEG's in brackets), and the
 #: distance ratio (the former LPIPS presets scaled back to the same FLIP in brackets). ``medium``: Elephants,
@@ -47,7 +48,7 @@ INTENSITY_MEASURED: dict[str, tuple[str, str] | None] = {
     "high": ("0.049-0.088 (JPEG 0.082-0.094)", "0.67-0.70 (former presets at equal FLIP: 0.70-0.74)"),
 }
 #: the LPIPS presets of earlier versions (LPIPS budget, per-pixel cap in [0,1] units), for comparisons
-LPIPS_INTENSITIES: dict[str, float] = {"low": 0.03, "medium": 0.07, "high": 0.10}
+LPIPS_INTENSITIES: dict[str, float] = {"low": 0.03, "medium": DEFAULT_LPIPS_BUDGET, "high": 0.10}
 LPIPS_INTENSITY_LINF: dict[str, float] = {"low": 4 / 255, "medium": 8 / 255, "high": 16 / 255}
 
 
@@ -68,7 +69,6 @@ QUALITIES: dict[str, Quality] = {
     "standard": Quality(steps=300, seconds=200.0),
     "best": Quality(steps=1000, seconds=900.0),
 }
-DEFAULT_QUALITY = "standard"
 
 
 def like_jpeg_for(intensity: str | None, like_jpeg: int | None) -> int:

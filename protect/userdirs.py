@@ -6,7 +6,7 @@
   store searches it; ``fixative models fetch`` writes into it.
 - cache: ``<user cache dir>`` (``~/.cache/fixative`` on Linux), for the speed probe's result.
 - config: ``$FIXATIVE_CONFIG_DIR`` when set, else ``<user config dir>`` (``~/.config/fixative`` on
-  Linux), where ``fixative identity create`` keeps the signing identity (:mod:`protect.identity`).
+  Linux), where ``fixative identity create`` keeps the signing identity (:mod:`fixative.provenance.identity`).
 
 Read at call time, so a changed environment is seen. Nothing is created here.
 """

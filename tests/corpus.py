@@ -128,7 +128,8 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
-#: files of :func:`write_bad` that are readable images, refused by the batch for their size (protect.engine.MIN_SIDE)
+#: files of :func:`write_bad` that are readable images, refused by the batch for their size
+#: (fixative.core.engine.MIN_SIDE)
 TOO_SMALL = ("tiny_1px.png", "tiny_4px.png", "tiny_24px.png", "strip_3px.png")
 
 
@@ -155,7 +156,7 @@ def write_bad(folder: Path) -> dict[str, str]:
     (folder / "bomb.png").write_bytes(bomb_png())
     tifffile.imwrite(folder / "float32.tif", np.random.default_rng(0).random((H, W, 3), dtype=np.float32),
                      photometric="rgb")
-    # below the engine's minimum (protect.engine.MIN_SIDE): refused up front, saying the minimum
+    # below the engine's minimum (fixative.core.engine.MIN_SIDE): refused up front, saying the minimum
     for side in (1, 4, 24):  # TOO_SMALL
         Image.fromarray(rgb8(12, side, side), "RGB").save(folder / f"tiny_{side}px.png")
     Image.fromarray(rgb8(13, 3, 100_000), "RGB").save(folder / "strip_3px.png")  # 3x100000

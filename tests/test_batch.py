@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import corpus
@@ -12,13 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from protect.batch import InputItem, collect_inputs, parse_shard, plan_outputs
-from protect.cli import main
-from protect.errors import ConfigError
-from protect.images import load_image
-from protect.manifest import INDEX_NAME, recorded_path, verify
-from protect.patterns import DEFAULT_RESTYLE
-from protect.presets import effort_for, like_jpeg_for, robust_for_quality
+from fixative.batch.inputs import InputItem, collect_inputs
+from fixative.batch.outputs import plan_outputs
+from fixative.batch.shards import parse_shard
+from fixative.cli.main import FAULT_ENV, main
+from fixative.errors import ConfigError
+from fixative.files.images import load_image
+from fixative.presets import effort_for, like_jpeg_for, robust_for_quality
+from fixative.provenance.manifest import INDEX_NAME, recorded_path, verify
+from fixative.targets.patterns import DEFAULT_RESTYLE
 
 from tiny import launch_failure, subprocess_env, tiny_protect_args, two_process_launch
 
@@ -248,14 +249,11 @@ def test_kill_9_mid_batch_then_rerun_finishes_the_rest(tmp_path, tiny_models, ta
     before = corpus.snapshot(folder)
     out = tmp_path / "out"
     args = [str(folder), "--target", str(target), "--out", str(out), *tiny_protect_args(tiny_models, steps=40)]
-    proc = subprocess.Popen([sys.executable, "-m", "protect.cli", "protect", *args], env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob("k*.png")):
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next image's search
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # the fault-injection point of ``fixative protect``: SIGKILL at the 5th search step of the 2nd image
+    env = {**subprocess_env(), FAULT_ENV: "1:5:KILL"}
+    proc = subprocess.run([sys.executable, "-m", "fixative", "protect", *args], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     finished = {p.name for p in out.glob("k*.png")}
     assert 1 <= len(finished) < 5, "the kill must land mid-batch"
 
@@ -278,7 +276,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
     for i in range(4):
         Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"m{i}.png")
     out = tmp_path / "out"
-    launch = two_process_launch("protect.cli", "protect", str(folder), "--target", str(target),
+    launch = two_process_launch("fixative.cli.main", "protect", str(folder), "--target", str(target),
                                 "--out", str(out), "--json", *(a for a in tiny_protect_args(tiny_models) if a != "-q"))
     run = subprocess.run(launch, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, launch_failure(run.stderr)
@@ -290,12 +288,12 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_models, target):
 
 
 def test_intensity_presets_are_visibility_budgets_and_budget_is_lpips():
-    from protect.batch import BatchOptions, budget_limit
-    from protect.budgets import LpipsLimit, VisibilityLimit
-    from protect.cli import parse_protect_args, protect_options
+    from fixative.cli.main import parse_protect_args, protect_options
+    from fixative.core.budgets import LpipsLimit, VisibilityLimit
+    from fixative.options import OutputOptions, ProtectOptions
 
-    opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--intensity", "high"]))
-    assert budget_limit(opts) == VisibilityLimit(like_jpeg=50) and opts.linf is None
-    opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--budget", "0.05", "--linf", "0.02"]))
-    assert budget_limit(opts) == LpipsLimit(0.05) and opts.linf == 0.02
-    assert budget_limit(BatchOptions(inputs=[], out=Path("o"))) == VisibilityLimit(like_jpeg=75)
+    opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--intensity", "high"])).search
+    assert opts.budget_limit() == VisibilityLimit(like_jpeg=50) and opts.linf is None
+    opts = protect_options(parse_protect_args(["a.png", "--out", "o", "--budget", "0.05", "--linf", "0.02"])).search
+    assert opts.budget_limit() == LpipsLimit(0.05) and opts.linf == 0.02
+    assert ProtectOptions([], OutputOptions(Path("o"))).search.budget_limit() == VisibilityLimit(like_jpeg=75)

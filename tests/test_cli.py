@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from protect.cli import main, output_names
-from protect.images import load_image
+from fixative.cli.main import main, output_names
+from fixative.files.images import load_image
 
 from tiny import smooth_image
 
@@ -87,7 +87,7 @@ def test_check_encoder_and_tile_batch_flags(tmp_path, models, capsys, caplog):
     """--check-encoder measures the result on a second encoder (transfer) without crafting against it."""
     import torch
 
-    from protect.taesd import TAESDEncoder
+    from fixative.models.taesd import TAESDEncoder
 
     torch.manual_seed(5)
     other = tmp_path / "other_encoder.pth"

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from protect.cli import main
-from protect.errors import ConfigError
-from protect.identity import create_identity, default_identity_dir, load_identity, make_chain
-from protect.optout import OPT_OUTS, PLUS_VOCAB, get_opt_out, read_opt_out, with_opt_out
+from fixative.cli.main import main
+from fixative.errors import ConfigError
+from fixative.provenance.identity import create_identity, default_identity_dir, load_identity, make_chain
+from fixative.provenance.optout import OPT_OUTS, PLUS_VOCAB, get_opt_out, read_opt_out, with_opt_out
 
 from tiny import subprocess_env, tiny_protect_args
 
@@ -174,7 +174,7 @@ def test_every_format_signed_read_by_c2pa_and_verified(tmp_path, tiny_models, id
     assert protection["distance_ratio"] == pytest.approx(record["metrics"]["mean_ratio"])
     assert protection["encoders"] == record["encoders"]
     # the record's SHA-256 is that of the signed file
-    from protect.manifest import sha256_file
+    from fixative.provenance.manifest import sha256_file
 
     assert record["output"]["sha256"] == sha256_file(path) and record["credentials"]["signer"] == "Ada Artist"
     # metadata carried, and the opt-out added to the XMP
@@ -282,7 +282,7 @@ def test_one_byte_of_the_record_or_of_the_index_is_caught(signed_folder, tmp_pat
 
 def test_a_forger_rewriting_file_record_and_index_together_is_named(signed_folder, tmp_path, capsys):
     """The old weakness: new pixels, a record with their hash, an index with the record's hash."""
-    from protect.manifest import index_entry, load_index, record_bytes, sha256_bytes
+    from fixative.provenance.manifest import index_entry, load_index, record_bytes, sha256_bytes
 
     forged = _copy(signed_folder, tmp_path, "forged")
     buffer = io.BytesIO()
@@ -304,8 +304,8 @@ def test_a_forger_rewriting_file_record_and_index_together_is_named(signed_folde
 
 
 def test_a_wrong_key_is_caught(signed_folder, tmp_path, tiny_models, target, capsys):
-    from protect.credentials import sign_index
-    from protect.identity import load_identity
+    from fixative.provenance.credentials import sign_index
+    from fixative.provenance.identity import load_identity
 
     # a forger's own identity with the same name re-signs one output and the index
     forger = create_identity("Ada Artist", tmp_path / "forger")
@@ -315,7 +315,7 @@ def test_a_wrong_key_is_caught(signed_folder, tmp_path, tiny_models, target, cap
                  "--identity", str(tmp_path / "forger"), *tiny_protect_args(tiny_models, 2)]) == 0
     for name in ("t0.png", "t0.json"):
         shutil.copy(other / name, resigned / name)
-    from protect.manifest import index_entry, load_index, record_bytes, sha256_file
+    from fixative.provenance.manifest import index_entry, load_index, record_bytes, sha256_file
 
     index = load_index(resigned)
     record = json.loads((resigned / "t0.json").read_text())
@@ -348,7 +348,7 @@ def test_a_wrong_key_is_caught(signed_folder, tmp_path, tiny_models, target, cap
     sign_index(wrong, (wrong / "fixative-index.json").read_bytes(), replace(mine, key_pem=forger.key_pem))
     assert ("tampered", "fixative-index.sig") in _problems(wrong, capsys)
     # and c2pa refuses to sign a manifest whose key does not match the certificate
-    from protect.credentials import CredentialsError, sign_image
+    from fixative.provenance.credentials import CredentialsError, sign_image
 
     with pytest.raises(CredentialsError):
         sign_image((signed_folder / "t0.png").read_bytes(), "png", tmp_path / "in" / "t0.png",
@@ -396,10 +396,10 @@ def test_signing_and_verifying_use_no_network(tmp_path, tiny_models, art, target
     env = {**subprocess_env(), "FIXATIVE_CONFIG_DIR": str(tmp_path / "config")}
     out = tmp_path / "out"
     script = " && ".join([
-        f"{sys.executable} -m protect.cli identity create --name Offline",
-        f"{sys.executable} -m protect.cli protect {art} --target {target} --out {out} -q "
+        f"{sys.executable} -m fixative identity create --name Offline",
+        f"{sys.executable} -m fixative protect {art} --target {target} --out {out} -q "
         + " ".join(tiny_protect_args(tiny_models, 2)),
-        f"{sys.executable} -m protect.cli verify {out}",
+        f"{sys.executable} -m fixative verify {out}",
         "! (exec 3<>/dev/tcp/1.1.1.1/443) 2>/dev/null",  # proof that there is no route out
     ])
     done = subprocess.run(["unshare", "-rn", "bash", "-c", script], env=env, capture_output=True, text=True,
@@ -416,8 +416,9 @@ def test_app_signs_shows_the_signer_and_zips_the_certificate(tmp_path, tiny_taef
                                                             private_config_dir):
     import zipfile
 
-    from gui.handlers import JobSettings, Workbench, protect_argv, run_job
-    from protect.cli import parse_protect_args
+    from fixative.gui.form import JobSettings, command_line, job_options
+    from fixative.gui.job import run_job
+    from fixative.gui.workbench import Workbench
 
     bench = Workbench(models_dir=tiny_taef2_models, root=tmp_path / "app", target_cache=tmp_path / "cache")
     settings = JobSettings(mode="immunize", steps=2, device="cpu", precision="fp32", opt_out="gen-ai")
@@ -445,8 +446,9 @@ def test_app_signs_shows_the_signer_and_zips_the_certificate(tmp_path, tiny_taef
     monkeypatch.setenv("FIXATIVE_CONFIG_DIR", str(private_config_dir))
     off = run_job(bench, [art], replace_settings(settings, credentials=False))
     assert off.signer is None and "switched off" in off.message
-    assert "--no-credentials" in protect_argv(replace_settings(settings, credentials=False), [art], tmp_path / "o")
-    assert parse_protect_args(protect_argv(settings, [art], tmp_path / "o")).opt_out == "gen-ai"
+    unsigned_options = job_options(replace_settings(settings, credentials=False), [art], tmp_path / "o")
+    assert "--no-credentials" in command_line(unsigned_options)
+    assert job_options(settings, [art], tmp_path / "o").output.opt_out == "gen-ai"
 
 
 def replace_settings(settings, **changes):

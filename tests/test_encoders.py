@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fake_hub_snapshot, require_shared
 from safetensors.torch import save_file
 
-import protect.store as store_mod
-from protect.encoders import (
+import fixative.models.store as store_mod
+from fixative.errors import FixativeError, ModelNotFoundError
+from fixative.models.encoders import (
     SHORT_NAMES,
     DiffusersKLEncoder,
     DiffusersTinyEncoder,
@@ -24,9 +24,10 @@ from protect.encoders import (
     pad_to_multiple,
     resolve_spec,
 )
-from protect.errors import FixativeError, ModelNotFoundError
-from protect.store import ENV_MODELS_DIR, ModelStore
-from protect.taesd import TAESanaEncoder, TAESDDecoder, TAESDEncoder
+from fixative.models.store import ENV_MODELS_DIR, ModelStore
+from fixative.models.taesd import TAESanaEncoder, TAESDDecoder, TAESDEncoder
+
+from tiny import fake_hub_snapshot, require_shared
 
 H, W = 37, 53  # odd sizes: every encoder must pad internally
 
@@ -267,7 +268,7 @@ def test_resolution_order(tiny: dict[str, object], places: dict[str, Path]) -> N
         assert (r.kind, r.location) == ("path", str(found[key].resolve()))
         found[key].unlink()
     # then the copy built into the package (checked against its pinned SHA-256)
-    from protect.builtin import BUILTIN_DIR
+    from fixative.models.builtin import BUILTIN_DIR
 
     assert resolve_spec("taef2", store).location == str(BUILTIN_DIR / "taesd" / "taef2_encoder.pth")
     with pytest.raises(ModelNotFoundError):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from protect.constraints import LinfCap, LpipsBudget, quantize
-from protect.engine import Protector
-from protect.errors import ConfigError
-from protect.objectives import AwayFromSource, TowardsTarget
-from protect.optimizer import METHODS, OptimizerSettings
+from fixative.core.constraints import LinfCap, LpipsBudget, quantize
+from fixative.core.engine import Protector
+from fixative.core.objectives import AwayFromSource, TowardsTarget
+from fixative.core.optimizer import METHODS, OptimizerSettings
+from fixative.errors import ConfigError
 
 from tiny import TinyEncoder, smooth_image, tiny_perceptual
 
@@ -41,6 +41,12 @@ def test_budget_held_and_target_approached(protector, perceptual, method):
     assert result.metrics.lpips <= budget
     assert result.metrics.mean_ratio < 1.0
     assert set(result.metrics.ratio) == {"tiny0"}
+
+
+def test_every_method_has_a_step_class():
+    from fixative.core.steps import METHOD_STEPS, MethodStep
+
+    assert set(METHOD_STEPS) == set(METHODS) and all(issubclass(c, MethodStep) for c in METHOD_STEPS.values())
 
 
 def test_fixative_beats_pgd_on_equal_steps(protector):
@@ -85,7 +91,7 @@ def test_tiled_protection_holds_budget_and_size(protector, perceptual):
     assert float(perceptual.distance(result.image, x)) <= budget + 1e-6
     assert result.metrics.mean_ratio < 1.0
     # every tile got a perturbation (none left at zero by the blend)
-    from protect.tiling import plan_tiles
+    from fixative.core.tiling import plan_tiles
 
     for tile in plan_tiles(h, w, 64, 24, protector.align):
         assert float(tile.crop(result.image - x).abs().mean()) > 0
@@ -210,7 +216,7 @@ def test_batched_tiles_match_one_at_a_time(protector, perceptual):
 
 def test_one_over_budget_tile_does_not_shrink_the_others(perceptual):
     """Per-image projection in a batch: only the image that left the budget is scaled back."""
-    from protect.optimizer import _Search
+    from fixative.core.optimizer import _Search
 
     x = torch.cat([smooth_image(32, 32, 0), smooth_image(32, 32, 1)])
     budget = LpipsBudget(perceptual, x, 0.05)
@@ -226,7 +232,7 @@ def test_one_over_budget_tile_does_not_shrink_the_others(perceptual):
 
 
 def test_tile_batch_sized_to_free_memory():
-    from protect.engine import tile_batch_size
+    from fixative.core.engine import tile_batch_size
 
     gib = 2**30
     assert tile_batch_size(10 * gib, 1 * gib, 24) == 7  # 70 % of the free memory

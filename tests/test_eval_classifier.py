@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from eval.classifier import ClipZeroShot, ImageNetClassifier, imagenet_labels, load_classifier
-from eval.names import display_names, short_name
-from eval.style import StyleDistance, gram
-from protect.errors import ModelNotFoundError
-from protect.store import ModelStore
+from fixative.errors import ModelNotFoundError
+from fixative.eval.classifier import ClipZeroShot, ImageNetClassifier, imagenet_labels, load_classifier
+from fixative.eval.names import display_names, short_name
+from fixative.eval.style import StyleDistance, gram
+from fixative.models.store import ModelStore
 
 from tiny import smooth_image
 

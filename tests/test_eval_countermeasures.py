@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.countermeasures import (
+from fixative.errors import ConfigError
+from fixative.eval.countermeasures import (
     DownUp,
     GaussianBlur,
     GaussianNoise,
@@ -20,10 +21,9 @@ from eval.countermeasures import (
     load_sd_upscaler,
     wrap_sd_upscaler,
 )
-from protect.encoders import TAESDFileEncoder
-from protect.errors import ConfigError
-from protect.store import ModelStore
-from protect.taesd import TAESDDecoder, TAESDEncoder
+from fixative.models.encoders import TAESDFileEncoder
+from fixative.models.store import ModelStore
+from fixative.models.taesd import TAESDDecoder, TAESDEncoder
 
 from tiny import smooth_image, tiny_perceptual
 
@@ -48,6 +48,19 @@ def test_shape_range_quantised_and_deterministic(cm, images):
     assert not torch.equal(out, images)
     desc = cm.describe()
     assert desc["name"] == cm.name and desc["label"]
+
+
+def test_one_draw_applies_to_clean_and_protected_alike(images):
+    """The core's contract: the draw (generate_parameters) is apart from its application (apply_transform)."""
+    from fixative.core.countermeasures import Countermeasure as CoreCountermeasure
+
+    cm = GaussianNoise(0.05)
+    assert isinstance(cm, CoreCountermeasure)
+    params = cm.generate_parameters(images.shape, torch.Generator().manual_seed(4))
+    assert torch.equal(cm.apply_transform(images, params), cm(images, seed=4))
+    moved = (images + 0.01).clamp(0, 1)
+    assert torch.equal(cm.apply_transform(moved, params) - cm.apply_transform(images, params),
+                       cm(moved, seed=4) - cm(images, seed=4))
 
 
 def test_random_countermeasures_share_one_draw_across_the_batch(images):
@@ -97,7 +110,6 @@ def test_noisy_upscale_with_a_learned_upscaler(images):
 def _tiny_upscale_pipeline(folder: Path) -> Path:
     """A tiny random StableDiffusionUpscalePipeline (x4 VAE, 7-channel UNet) saved to ``folder``."""
     pytest.importorskip("transformers", reason="the eval extra (transformers, for the CLIP text encoder) is missing")
-    from conftest import tiny_clip_tokenizer
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -106,6 +118,8 @@ def _tiny_upscale_pipeline(folder: Path) -> Path:
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tiny import tiny_clip_tokenizer
 
     torch.manual_seed(0)
     tok = tiny_clip_tokenizer(folder.parent / "upscaler-vocab")

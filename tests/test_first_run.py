@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from protect import catalog
-from protect.builtin import BUILTIN_DIR, BUILTIN_FILES
-from protect.cli import main
-from protect.download import DownloadError, fetch_url
-from protect.patterns import RESTYLES, restyle
-from protect.userdirs import user_models_dir
+from fixative.cli.main import main
+from fixative.models import catalog
+from fixative.models.builtin import BUILTIN_DIR, BUILTIN_FILES
+from fixative.models.download import DownloadError, fetch_url
+from fixative.targets.patterns import RESTYLES, restyle
+from fixative.userdirs import user_models_dir
 
 from tiny import subprocess_env, tiny_protect_args
 
@@ -150,7 +150,7 @@ def test_models_fetch_and_list(tmp_path, monkeypatch, capsys, caplog):
 
 
 def test_expected_time_is_printed_and_cached(tmp_path, tiny_models, caplog):
-    from protect.timing import StepSpeed, cache_file
+    from fixative.batch.timing import StepSpeed, cache_file
 
     art = tmp_path / "art.png"
     Image.fromarray(corpus.rgb8(1)).save(art)
@@ -181,7 +181,8 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_help_and_verify_do_not_import_torch(argv, tmp_path):
     if argv == ["verify", "DIR"]:
         argv = ["verify", str(tmp_path)]
-    done = _run(f"import sys\nfrom protect.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+    done = _run(f"import sys\nfrom fixative.cli.main import main\n"
+                f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
                 "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     assert done.stdout.strip().endswith("NO-TORCH"), done.stdout[-500:] + done.stderr[-2000:]
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from protect.errors import InputImageError
-from protect.formats import atomic_write, encode_image, output_bits, remove_stale_temporaries
-from protect.images import load_image, reset_exif_orientation
+from fixative.errors import InputImageError
+from fixative.files.formats import atomic_write, encode_image, output_bits, remove_stale_temporaries
+from fixative.files.images import load_image, reset_exif_orientation
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_jpeg_out_refuses_alpha_and_keeps_metadata(good, tmp_path):
 
 
 def test_every_bad_file_is_refused_by_name_with_its_reason(bad):
-    from protect.engine import check_size
+    from fixative.core.engine import check_size
 
     folder, expected = bad
     for name, word in expected.items():
@@ -148,3 +148,23 @@ def test_atomic_write_replaces_and_cleans(tmp_path):
     assert dest.stat().st_mode & 0o777 == 0o666 & ~mask
     (tmp_path / ".x.png.abc123.part").write_bytes(b"half")
     assert remove_stale_temporaries(dest) == 1 and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_atomic_path_json_and_mode_leave_no_temporary(tmp_path):
+    from fixative.files.atomic import atomic_path, atomic_write_json, atomic_write_text
+
+    dest = tmp_path / "r.json"
+    atomic_write_json(dest, {"a": 1})
+    assert dest.read_text() == '{\n  "a": 1\n}\n'
+    atomic_write_text(tmp_path / "key.pem", "secret", encoding="ascii", mode=0o600)
+    assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600
+    with atomic_path(tmp_path / "w.bin") as tmp:  # for writers that take a file name
+        assert tmp.parent == tmp_path and tmp.name.startswith(".w.bin.") and tmp.name.endswith(".part")
+        assert tmp.stat().st_mode & 0o077 == 0  # never readable by others, even briefly
+        tmp.write_bytes(b"whole")
+    assert (tmp_path / "w.bin").read_bytes() == b"whole"
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"ha")
+        raise RuntimeError("killed mid-write")
+    assert dest.read_text() == '{\n  "a": 1\n}\n'  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.pem", "r.json", "w.bin"]

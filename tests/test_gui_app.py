@@ -20,7 +20,7 @@ import pytest
 from corpus import rgb8
 from PIL import Image
 
-from protect.cli import main
+from fixative.cli.main import main
 
 pytest.importorskip("gradio", reason="the desktop app needs the gui extra (pip install 'fixative[gui]')")
 
@@ -48,7 +48,7 @@ def _photo(path: Path, size: tuple[int, int] = (192, 256), seed: int = 0) -> Pat
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_taef2_models):
     """The app on 127.0.0.1 and a free port, on the tiny taef2 models, for this module's tests."""
-    from gui.app import AppConfig, launch
+    from fixative.gui.app import AppConfig, launch
 
     saved = os.environ.get("GRADIO_TEMP_DIR")
     root = tmp_path_factory.mktemp("gui-app")
@@ -63,7 +63,7 @@ def served(tmp_path_factory, tiny_taef2_models):
 
 
 def _inputs(files, *, mode="immunize", target=None, steps=3, seed=0):
-    """The /protect endpoint's inputs: files, then the settings in the order of gui.app's setting_inputs."""
+    """The /protect endpoint's inputs: files, then the settings in the order of fixative.gui.events.setting_inputs."""
     return (files, mode, target, "auto", "", "", "away", "medium", "standard", "generic", "taef2", seed, "cpu", "fp32",
             steps, None, "", "", True, "ai-training")
 
@@ -100,31 +100,49 @@ def test_client_download_is_byte_identical_to_the_command_line(served, tmp_path,
 
 
 def test_two_clients_at_once_are_queued(served, tmp_path, monkeypatch):
+    """A second client's job, sent while the first one runs, waits in the queue: driven by events, no sleeps.
+
+    The first job is held at its start (a hook around the app's run_job) until the server's queue has taken
+    in the second one (a hook on the queue's push); only then does it run. Had the queue let the second through,
+    it would be inside run_job at the same time (peak 2)."""
     from gradio_client import Client, handle_file
 
-    import gui.app
+    import fixative.gui.events
 
-    _, url, _ = served
-    real, active, peak, lock = gui.app.run_job, [0], [0], threading.Lock()
+    demo, url, _ = served
+    real, active, peak, lock = fixative.gui.events.run_job, [0], [0], threading.Lock()
+    first_in, second_queued = threading.Event(), threading.Event()
 
     def counting(*args, **kwargs):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
         try:
-            time.sleep(0.5)  # make an overlap likely if the queue let one through
+            first_in.set()
+            assert second_queued.wait(120), "the second job never reached the queue"
             return real(*args, **kwargs)
         finally:
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(gui.app, "run_job", counting)
+    queue, push = demo._queue, demo._queue.push
+
+    async def pushed(*args, **kwargs):  # the server took a job into its queue
+        answer = await push(*args, **kwargs)
+        if first_in.is_set():
+            second_queued.set()
+        return answer
+
+    monkeypatch.setattr(fixative.gui.events, "run_job", counting)
+    monkeypatch.setattr(queue, "push", pushed)
     art = _photo(tmp_path / "a.png", (64, 64))
-    jobs = [Client(url, verbose=False, download_files=str(tmp_path / f"d{i}")).submit(
-        *_inputs([handle_file(str(art))], steps=20), api_name="/protect") for i in range(2)]
-    results = [job.result(timeout=120) for job in jobs]
+    clients = [Client(url, verbose=False, download_files=str(tmp_path / f"d{i}")) for i in range(2)]
+    first = clients[0].submit(*_inputs([handle_file(str(art))], steps=20), api_name="/protect")
+    assert first_in.wait(120), "the first job never started"
+    second = clients[1].submit(*_inputs([handle_file(str(art))], steps=20), api_name="/protect")
+    results = [job.result(timeout=120) for job in (first, second)]
     assert all("Protected 1 image" in r[2] for r in results)
-    assert peak[0] == 1
+    assert second_queued.is_set() and peak[0] == 1
 
 
 def test_browser_upload_protect_screenshot_download(served, tmp_path):
@@ -212,7 +230,7 @@ def test_artist_screen_defaults_protect_with_no_diffusion_model(served, tmp_path
             page.locator("#fx-steps input").press("Tab")
             page.evaluate("window.scrollTo(0, 0)")
             run.click()
-            from protect.patterns import DEFAULT_RESTYLE
+            from fixative.targets.patterns import DEFAULT_RESTYLE
 
             expect(page.locator("#fx-metrics")).to_contain_text(f"the built-in '{DEFAULT_RESTYLE}'", timeout=90_000)
             expect(page.locator("#fx-command")).to_contain_text("fixative protect /")
@@ -267,9 +285,9 @@ def test_fixative_gui_listens_on_loopback_only_and_cleans_up(tmp_path, tiny_taef
     # `fixative gui`, after checking that registering the command and importing the gui modules load no gradio
     code = (
         "import sys\n"
-        "from protect.cli import _build_parser, main\n"
+        "from fixative.cli.main import _build_parser, main\n"
         "_build_parser()\n"
-        "import gui.app, gui.handlers, gui.views\n"
+        "import fixative.gui.app, fixative.gui.events, fixative.gui.job, fixative.gui.views\n"
         "assert 'gradio' not in sys.modules, 'importing the gui modules imported gradio'\n"
         f"sys.exit(main(['gui', '--no-browser', '--port', '{port}', '--models-dir', sys.argv[1]]))\n"
     )

@@ -1,10 +1,10 @@
-"""The desktop app's handlers, called directly (no browser, no web server) on tiny offline models."""
+"""The desktop app's handlers (fixative.gui.job, speed, uploads, form), called directly (no browser, no web
+server) on tiny offline models."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -15,19 +15,15 @@ import pytest
 from corpus import alpha8, bomb_png, rgb8, rgb16
 from PIL import Image
 
-from gui.explain import JobProgress, SpeedTable, intensity_table, progress_html, quality_table
-from gui.handlers import (
-    JobSettings,
-    Workbench,
-    check_uploads,
-    measure_speed,
-    parse_encoders,
-    protect_argv,
-    run_job,
-)
-from protect.cli import main, parse_protect_args, protect_options
-from protect.errors import ConfigError
-from protect.manifest import verify
+from fixative.cli.main import main
+from fixative.errors import ConfigError
+from fixative.gui.explain import JobProgress, SpeedTable, intensity_table, progress_html, quality_table
+from fixative.gui.form import JobSettings, command_line, control_message, job_options, parse_encoders
+from fixative.gui.job import run_job
+from fixative.gui.speed import measure_speed
+from fixative.gui.uploads import check_uploads
+from fixative.gui.workbench import Workbench
+from fixative.provenance.manifest import verify
 
 CPU = {"device": "cpu", "precision": "fp32"}
 
@@ -162,14 +158,20 @@ def test_settings_problems_and_missing_model_are_messages(tmp_path, bench):
 
 def test_cancel_stops_cleanly(tmp_path, bench):
     images = [_rgba(tmp_path / f"a{i}.png", i) for i in range(2)]
-    progress, cancel = JobProgress(), threading.Event()
+    cancel, stepped = threading.Event(), threading.Event()
+
+    class Stepping(JobProgress):  # the job's progress callback tells the test when step 2 is shown (no polling)
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "message" and self.phase == "protecting" and self.step >= 2:
+                stepped.set()
+
+    progress = Stepping()
     box = {}
     worker = threading.Thread(target=lambda: box.setdefault("r", run_job(
         bench, images, JobSettings(mode="immunize", steps=5000, **CPU), progress=progress, cancel=cancel)))
     worker.start()
-    deadline = time.monotonic() + 60
-    while progress.step < 2 and worker.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert stepped.wait(120), progress.message
     assert progress.phase == "protecting" and progress.steps == 5000
     html = progress_html(progress)
     assert "step " in html and "of 5000" in html and "0 of 2 done" in html
@@ -187,31 +189,37 @@ def test_cancel_stops_cleanly(tmp_path, bench):
     assert "before it started" in queued.message and not queued.images
 
 
-def test_argv_for_each_mode_parses_like_the_command_line(tmp_path):
+def test_options_for_each_mode_are_built_from_the_form(tmp_path):
     ins, out = [tmp_path / "a.png"], tmp_path / "o"
-    cloak = parse_protect_args(protect_argv(JobSettings(style="auto", target_model="sd15"), ins, out))
-    assert cloak.mode == "cloak" and cloak.style == "auto" and cloak.target_model == "sd15"
-    poison = parse_protect_args(protect_argv(JobSettings(mode="poison", concept="-dog", anchor="cat"), ins, out))
-    assert poison.anchor == "cat" and poison.concept == "-dog"  # text starting with '-' is a value
-    pattern = parse_protect_args(protect_argv(JobSettings(mode="immunize", immunize="gray"), ins, out))
+    cloak = job_options(JobSettings(style="auto", target_model="sd15"), ins, out).target
+    assert cloak.mode == "cloak" and cloak.style == "auto" and cloak.model == "sd15"
+    poison_options = job_options(JobSettings(mode="poison", concept="-dog", anchor="cat"), ins, out)
+    poison = poison_options.target
+    assert poison.anchor == "cat" and poison.concept == "-dog"
+    assert "--concept=-dog" in command_line(poison_options)  # text starting with '-' is a value
+    pattern = job_options(JobSettings(mode="immunize", immunize="gray"), ins, out).target
     assert pattern.pattern == "gray" and pattern.style is None
-    away = protect_options(parse_protect_args(protect_argv(JobSettings(mode="immunize", quality="fast"), ins, out)))
-    assert away.target_options == {} and (away.steps, away.seconds) == (60, 60.0)
-    assert away.budget is None and away.like_jpeg == 75 and away.linf is None
+    away = job_options(JobSettings(mode="immunize", quality="fast"), ins, out)
+    assert away.target.made is None and (away.search.steps, away.search.seconds) == (60, 60.0)
+    assert away.search.budget is None and away.search.like_jpeg == 75 and away.search.linf is None
     # where the image will be posted: robust for that platform (the CLI's default: any site), or no robust layer
-    assert (away.robust, away.platform) == ("web", "generic")
-    insta = protect_options(parse_protect_args(protect_argv(JobSettings(posting="instagram"), ins, out)))
+    assert (away.search.robust, away.search.platform) == ("web", "generic")
+    insta = job_options(JobSettings(posting="instagram"), ins, out).search
     assert (insta.robust, insta.platform) == ("web", "instagram")
-    offline = protect_options(parse_protect_args(protect_argv(JobSettings(posting="off"), ins, out)))
+    offline = job_options(JobSettings(posting="off"), ins, out).search
     assert offline.robust == "off" and offline.platform is None
     assert JobSettings(posting="myspace").problems() == ["unknown platform 'myspace'"]
-    with pytest.raises(ConfigError, match="fixative protect"):
-        parse_protect_args(["--mode=nonsense", str(ins[0]), f"--out={out}"])
+    with pytest.raises(ConfigError, match="target.mode") as bad:
+        job_options(JobSettings(mode="nonsense"), ins, out)
+    assert bad.value.field == "target.mode" and "unknown 'Protection' 'nonsense'" in control_message(bad.value)
+    with pytest.raises(ConfigError) as zero:
+        job_options(JobSettings(steps=0), ins, out)
+    assert zero.value.field == "search.steps" and "'Steps (Advanced options)'" in control_message(zero.value)
     assert parse_encoders("taef2, sd15\n/x/y.pth,") == ["taef2", "sd15", "/x/y.pth"]
 
 
 def test_style_cloak_with_a_made_target(tmp_path, bench, tiny_sd_dir, monkeypatch):
-    import protect.targets as targets
+    import fixative.targets.made as targets
 
     original = targets.GenerationSettings
     monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=4, strength=0.5, candidates=2))

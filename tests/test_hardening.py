@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,11 +15,11 @@ import corpus
 import pytest
 from PIL import Image
 
-from protect.batch import collect_inputs, glob_files
-from protect.cli import main
-from protect.errors import InputImageError
-from protect.formats import _host, atomic_write, remove_stale_temporaries
-from protect.manifest import INDEX_NAME, recorded_path, verify
+from fixative.batch.inputs import collect_inputs, glob_files
+from fixative.cli.main import FAULT_ENV, main
+from fixative.errors import InputImageError
+from fixative.files.formats import _host, atomic_write, remove_stale_temporaries
+from fixative.provenance.manifest import INDEX_NAME, recorded_path, verify
 
 from tiny import subprocess_env, tiny_protect_args
 
@@ -48,7 +47,7 @@ def _errors(caplog) -> list[str]:
 
 
 def test_images_below_the_minimum_are_refused_saying_it():
-    from protect.engine import MIN_SIDE, Protector, check_size
+    from fixative.core.engine import MIN_SIDE, Protector, check_size
 
     from tiny import TinyEncoder, smooth_image, tiny_perceptual
 
@@ -63,7 +62,7 @@ def test_images_below_the_minimum_are_refused_saying_it():
 
 
 def test_platform_range_for_very_long_strips_is_never_empty():
-    from protect.platforms import get_platform, resize_range, robust_for
+    from fixative.batch.platforms import get_platform, resize_range, robust_for
 
     for platform, size in (("instagram", (64, 30000)), ("generic", (3, 100000)), ("x", (100, 1_000_000))):
         low, high = robust_for(get_platform(platform), size).resize_factor
@@ -116,7 +115,7 @@ def test_heic_without_pillow_heif_names_the_package(tmp_path):
     path = tmp_path / "phone.heic"
     path.write_bytes(HEIC_HEADER)
     code = ("import sys; sys.modules['pillow_heif'] = None\n"  # as if pillow-heif were not installed
-            "from protect.images import load_image\n"
+            "from fixative.files.images import load_image\n"
             f"try:\n    load_image({str(path)!r})\nexcept Exception as exc:\n    print(exc)\n")
     run = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
                          timeout=120)
@@ -126,7 +125,7 @@ def test_heic_without_pillow_heif_names_the_package(tmp_path):
 def test_heic_is_read_where_pillow_heif_is_installed(tmp_path):
     if not corpus.heif_plugin():
         pytest.skip("pillow-heif is not installed here (the 'heif' extra)")
-    from protect.images import load_image
+    from fixative.files.images import load_image
 
     Image.fromarray(corpus.rgb8(3), "RGB").save(tmp_path / "p.heic", quality=95)
     assert load_image(tmp_path / "p.heic").size == (corpus.H, corpus.W)
@@ -170,7 +169,7 @@ def test_an_unwritable_output_folder_fails_before_any_image(tmp_path, tiny_model
         for p in base.rglob("*"):
             if p != ro:
                 p.chmod(0o755 if p.is_dir() else 0o644)
-        argv = [sys.executable, "-m", "protect.cli", "protect", str(art), "--target", str(base / "t.png"),
+        argv = [sys.executable, "-m", "fixative", "protect", str(art), "--target", str(base / "t.png"),
                 "--out", str(ro), *tiny_protect_args(base / "models")]
         if os.geteuid() == 0:
             if not shutil.which("setpriv"):
@@ -305,7 +304,7 @@ def test_two_concurrent_runs_on_one_folder_never_delete_each_others_files(tmp_pa
         Image.fromarray(corpus.rgb8(i), "RGB").save(folder / f"c{i}.png")
     before = corpus.snapshot(folder)
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "protect.cli", "protect", str(folder), "--target", str(target), "--out", str(out),
+    args = [sys.executable, "-m", "fixative", "protect", str(folder), "--target", str(target), "--out", str(out),
             *tiny_protect_args(tiny_models, steps=3)]
     runs = [subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
@@ -370,13 +369,10 @@ def test_sigterm_says_what_was_saved_and_loses_nothing(tmp_path, tiny_models, ta
         Image.fromarray(corpus.rgb8(i, 48, 64), "RGB").save(folder / f"t{i}.png")
     out = tmp_path / "out"
     args = [str(folder), "--target", str(target), "--out", str(out), *tiny_protect_args(tiny_models, steps=40)]
-    proc = subprocess.Popen([sys.executable, "-m", "protect.cli", "protect", *args], env=subprocess_env(),
+    # the fault-injection point of ``fixative protect``: SIGTERM at the 5th search step of the 2nd image
+    proc = subprocess.Popen([sys.executable, "-m", "fixative", "protect", *args],
+                            env={**subprocess_env(), FAULT_ENV: "1:5:TERM"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob("t*.png")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143, err
     assert "interrupted (SIGTERM)" in err and "saved in" in err and "rerun the same command" in err
@@ -421,8 +417,8 @@ def test_records_hold_relative_paths_unless_asked(tmp_path, tiny_models, art, ta
 def test_a_pickle_with_code_is_refused_without_unsafe_advice(tmp_path):
     import torch
 
-    from protect.errors import FixativeError
-    from protect.taesd import read_state_dict
+    from fixative.errors import FixativeError
+    from fixative.models.taesd import read_state_dict
 
     marker = tmp_path / "ran"
 
@@ -444,7 +440,7 @@ def test_a_pickle_with_code_is_refused_without_unsafe_advice(tmp_path):
 
 
 def test_host_guard_reasons():
-    from gui.guard import HostGuard
+    from fixative.gui.guard import HostGuard
 
     guard = HostGuard(loopback=True, port=7860)
     assert guard.reason("127.0.0.1:7860", None) is None
@@ -468,7 +464,7 @@ def _free_port() -> int:
 def test_the_app_refuses_other_hosts_and_cross_origin_uploads(tmp_path, tiny_taef2_models):
     import httpx
 
-    from gui.app import AppConfig, launch
+    from fixative.gui.app import AppConfig, launch
 
     saved = os.environ.get("GRADIO_TEMP_DIR")
     config = AppConfig(models_dir=tiny_taef2_models, device="cpu", root=tmp_path / "app")
@@ -495,7 +491,7 @@ def test_the_app_refuses_other_hosts_and_cross_origin_uploads(tmp_path, tiny_tae
 
 
 def test_eval_pairs_read_relative_target_paths_from_records(tmp_path, tiny_models, art, target):
-    from eval.pairs import find_pairs
+    from fixative.eval.pairs import find_pairs
 
     out = tmp_path / "out"
     assert _protect(tiny_models, str(art), "--target", str(target), "--out", str(out)) == 0

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from protect.metrics import linf, psnr, ssim
+from fixative.core.metrics import linf, psnr, ssim
 
 from tiny import smooth_image
 

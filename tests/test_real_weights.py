@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protect.engine import Protector
-from protect.images import load_image
-from protect.optimizer import OptimizerSettings
-from protect.perceptual import Perceptual
-from protect.store import ModelStore
+from fixative.core.optimizer import OptimizerSettings
+from fixative.files.images import load_image
+from fixative.models.loading import load_protector
+from fixative.models.perceptual import load_perceptual
+from fixative.models.store import ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def store(shared_models_dir):
 def test_lpips_reference_distances(store, shared_models_dir, net, expected):
     ref_dir = shared_models_dir / "lpips" / "reference"
     ref, p0, p1 = (load_image(ref_dir / f"{n}.png").rgb for n in ("ex_ref", "ex_p0", "ex_p1"))
-    lp = Perceptual.load(net, store=store)
+    lp = load_perceptual(net, store=store)
     with torch.no_grad():
         assert float(lp.distance(ref, p0)) == pytest.approx(expected[0], abs=1e-3)
         assert float(lp.distance(ref, p1)) == pytest.approx(expected[1], abs=1e-3)
@@ -34,7 +34,7 @@ def _photo(shared: Path, name: str, size: int) -> torch.Tensor:
 
 
 def test_taef2_distance_to_target_falls(shared_dir, shared_models_dir):
-    protector = Protector.from_specs(["taef2"], models_dir=str(shared_models_dir), device="cpu")
+    protector = load_protector(["taef2"], models_dir=str(shared_models_dir), device="cpu")
     x, t = _photo(shared_dir, "LadyBird.jpg", 128), _photo(shared_dir, "YellowFlower.jpg", 128)
     result = protector.protect(x, t, budget=0.07, settings=OptimizerSettings(steps=25, seed=0))
     assert result.metrics.lpips <= 0.07

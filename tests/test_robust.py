@@ -13,15 +13,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from protect.cli import main
-from protect.constraints import LpipsBudget
-from protect.engine import Protector
-from protect.errors import ConfigError
-from protect.images import save_png
-from protect.objectives import TowardsTarget
-from protect.optimizer import OptimizerSettings, search
-from protect.platforms import get_platform, parse_platforms, platforms, robust_for
-from protect.robust import (
+from fixative.batch.platforms import get_platform, parse_platforms, platforms, robust_for
+from fixative.cli.main import main
+from fixative.core.constraints import LpipsBudget
+from fixative.core.engine import Protector
+from fixative.core.objectives import TowardsTarget
+from fixative.core.optimizer import OptimizerSettings, search
+from fixative.core.robust import (
     PRESETS,
     Draw,
     RobustSettings,
@@ -32,6 +30,8 @@ from protect.robust import (
     quant_table,
     settings_for,
 )
+from fixative.errors import ConfigError
+from fixative.files.images import save_png
 
 from tiny import TinyEncoder, smooth_image, tiny_perceptual, tiny_protect_args
 
@@ -88,9 +88,9 @@ def test_transforms_are_differentiable(draw):
 
 
 def test_encode_decode_pass_is_differentiable():
-    from protect.encoders import TAESDFileEncoder
-    from protect.robust import decode_pass
-    from protect.taesd import TAESDDecoder, TAESDEncoder
+    from fixative.core.robust import decode_pass
+    from fixative.models.encoders import TAESDFileEncoder
+    from fixative.models.taesd import TAESDDecoder, TAESDEncoder
 
     torch.manual_seed(0)
     enc = TAESDFileEncoder(TAESDEncoder(4, width=8), "tiny", "memory", decoder=TAESDDecoder(4, width=8))
@@ -132,6 +132,22 @@ def test_sampler_is_seeded():
     kinds = {k for d in one for k in ("shift", "blur", "noise", "resize", "jpeg") if getattr(d, k) is not None}
     assert kinds == {"shift", "blur", "noise", "resize", "jpeg"} and any(d.vae for d in one)
     assert not any(d.vae for d in (Sampler(PRESETS["strong"], 5, can_decode=False).draw() for _ in range(30)))
+
+
+def test_the_chain_covers_every_countermeasure_of_the_settings():
+    """One link per probability of RobustSettings; a Draw knows only the links' parameters and pickles."""
+    import pickle
+    from dataclasses import fields
+
+    from fixative.core.countermeasures import CHAIN
+
+    probabilities = {f.name for f in fields(RobustSettings) if f.name.endswith("_prob")}
+    assert {link.probability for link in CHAIN} == probabilities
+    with pytest.raises(TypeError, match="unknown countermeasure"):
+        Draw(sharpen=1.0)
+    draw = Draw(jpeg=60, shift=(1, 2))
+    assert pickle.loads(pickle.dumps(draw)) == draw and draw != Draw(jpeg=60)
+    assert draw.describe() == "shift (1, 2) -> jpeg q60" and Draw().identity and not draw.identity
 
 
 def test_shifted_reference_matches_a_shifted_image():
@@ -213,7 +229,7 @@ def test_robust_mix_for_a_platform():
     small = robust_for(insta, (500, 600), "web")
     assert small.resize_factor == PRESETS["web"].resize_factor and small.name == "web+instagram"
     assert robust_for(insta, None, "strong").samples == PRESETS["strong"].samples
-    with pytest.raises(ConfigError, match="--robust web or strong"):
+    with pytest.raises(ConfigError, match="search.robust web or strong"):
         robust_for(insta, None, "off")
 
 
@@ -262,7 +278,7 @@ def test_cli_refuses_bad_robust_choices(tiny_models, tmp_path, caplog):
 
 def test_platform_and_noise_downup_countermeasures():
     pytest.importorskip("matplotlib", reason="the eval extra is not installed")
-    from eval.countermeasures import Jpeg, NoiseDownUp, Platform
+    from fixative.eval.countermeasures import Jpeg, NoiseDownUp, Platform
 
     imgs = torch.cat([_realish(64, 96), smooth_image(64, 96, seed=1)])
     for cm in (Platform(48, 85), Platform(2048, 85), NoiseDownUp(0.05, 0.5)):

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import fake_hub_snapshot
 
-import protect.store as store_mod
-from protect.builtin import BUILTIN_DIR
-from protect.errors import ModelNotFoundError
-from protect.store import ENV_MODELS_DIR, ModelStore, checkout_models_dir, hub_offline
-from protect.userdirs import ENV_DATA_DIR
+import fixative.models.store as store_mod
+from fixative.errors import ModelNotFoundError
+from fixative.models.builtin import BUILTIN_DIR
+from fixative.models.store import ENV_MODELS_DIR, ModelStore, checkout_models_dir, hub_offline
+from fixative.userdirs import ENV_DATA_DIR
+
+from tiny import fake_hub_snapshot
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_search_dirs_dedupes_and_skips_absent_checkout(tmp_path: Path, monkeypat
 
 def test_checkout_models_dir_is_beside_the_package() -> None:
     found = checkout_models_dir()
-    expected = Path(store_mod.__file__).resolve().parent.parent / "models"
+    expected = Path(store_mod.__file__).resolve().parents[2] / "models"  # the checkout root, beside protect/
     assert found == (expected if expected.is_dir() else None)
 
 
@@ -85,8 +86,8 @@ def test_find_resolution_order(dirs: dict[str, Path]) -> None:
 
 def test_builtin_weights_match_their_pins_and_a_damaged_copy_is_not_used(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import protect.builtin as builtin_mod
-    from protect.manifest import sha256_file
+    import fixative.models.builtin as builtin_mod
+    from fixative.provenance.manifest import sha256_file
 
     for rel, entry in builtin_mod.BUILTIN_FILES.items():
         assert sha256_file(BUILTIN_DIR / rel) == entry.sha256, rel

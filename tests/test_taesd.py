@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 
-from protect.errors import FixativeError
-from protect.taesd import (
+from fixative.errors import FixativeError
+from fixative.models.taesd import (
     Block,
     TAESanaEncoder,
     TAESDDecoder,
@@ -19,6 +18,8 @@ from protect.taesd import (
     inspect_taesd_state_dict,
     load_taesd_file,
 )
+
+from tiny import require_shared
 
 
 def _save_fp16(module: torch.nn.Module, path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Made targets (protect.targets, patterns, target_cache) on tiny offline pipelines built in conftest."""
+"""Made targets (fixative.targets.made, patterns, target_cache) on tiny offline pipelines built in conftest."""
 
 import json
 import logging
@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
-import protect.targets as targets
-from protect.errors import ConfigError, ModelNotFoundError
-from protect.patterns import PATTERNS, immunize_pattern
-from protect.store import ModelStore
-from protect.target_cache import TargetCache, cache_key, default_cache_dir, image_digest, quantize8
-from protect.targets import (
+import fixative.targets.anchors as anchors
+import fixative.targets.made as targets
+from fixative.errors import ConfigError, ModelNotFoundError
+from fixative.models.store import ModelStore
+from fixative.targets.cache import TargetCache, cache_key, default_cache_dir, image_digest, quantize8
+from fixative.targets.made import (
     STYLES,
     GenerationSettings,
     TargetMaker,
@@ -24,6 +24,7 @@ from protect.targets import (
     resolve_pipeline,
     style_prompt,
 )
+from fixative.targets.patterns import PATTERNS, immunize_pattern
 
 from tiny import smooth_image
 
@@ -140,8 +141,9 @@ def test_resolve_pipeline_folder_short_name_hub_and_missing(tiny_sd_dir, tmp_pat
     (tmp_path / "sd15").symlink_to(tiny_sd_dir)  # a pipeline folder named like a short name in the store
     assert resolve_pipeline("sd15", ModelStore(tmp_path)).kind == "folder"
     (tmp_path / "not-a-pipeline").mkdir()
-    with pytest.raises(ConfigError, match="model_index.json"):
+    with pytest.raises(ConfigError, match="model_index.json") as err:
         resolve_pipeline(str(tmp_path / "not-a-pipeline"))
+    assert "not-a-pipeline" in str(err.value) and err.value.field == "target.model"
     with pytest.raises(ModelNotFoundError):
         resolve_pipeline("./nowhere/at-all")
 
@@ -248,12 +250,13 @@ def test_anchor_target_latent_selection_and_candidate_cache(tiny_sd_dir, tmp_pat
     assert len(pngs) == 3  # two candidates and the chosen target
     maker2 = TargetMaker(str(tiny_sd_dir), cache_dir=tmp_path, clip_model="none", settings=FAST, device="cpu")
     calls = []
-    real = targets._call_pipeline
-    monkeypatch.setattr(targets, "_call_pipeline", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = anchors.call_pipeline
+    monkeypatch.setattr(anchors, "call_pipeline", lambda *a, **k: calls.append(1) or real(*a, **k))
     maker2.make("poison", smooth_image(36, 60, 5), concept="dog", anchor="cat")
     assert calls == []  # nothing generated, only ranked
-    with pytest.raises(ConfigError, match="--anchor"):
+    with pytest.raises(ConfigError, match="anchor concept") as err:
         maker2.make("poison", art, concept="dog")
+    assert err.value.field == "target.anchor"
 
 
 def test_anchor_target_clip_selection(tiny_sd_dir, tiny_clip_dir, tmp_path, monkeypatch):
@@ -294,7 +297,8 @@ def test_immunize_and_bad_mode():
     art = smooth_image(20, 24, 0)
     t, recipe = make_target("immunize", art)
     assert t.shape == art.shape and recipe == {"kind": "pattern", "mode": "immunize", "pattern": "texture",
-                                               "size": [20, 24], "made_by": "protect.patterns.immunize_pattern",
+                                               "size": [20, 24],
+                                               "made_by": "fixative.targets.patterns.immunize_pattern",
                                                "period": 32}
     assert make_target("immunize", art, pattern="gray").image.unique().numel() == 1
     with pytest.raises(ConfigError, match="unknown mode"):

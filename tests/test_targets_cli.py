@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import protect.targets as targets
-from protect.cli import main
+import fixative.targets.made as targets
+from fixative.cli.main import main
 
 from tiny import smooth_image, tiny_protect_args
 
@@ -97,7 +97,7 @@ def test_immunize_with_pattern(tmp_path, tiny_models):
     (["--mode", "poison", "--style", "cubism"], "--style makes a target for --mode cloak"),
     (["--anchor", "cat"], "--anchor makes a target for --mode poison"),
     (["--mode", "poison", "--concept", "dog"], "--concept needs --anchor"),
-    (["--style", "cubism", "--target", "x.png"], "either --target IMAGE or --style"),
+    (["--style", "cubism", "--target", "x.png"], "either --target or --style"),
     (["--target-model", "sd15", "--target", "x.png"], "--target-model is for made targets"),
     (["--mode", "immunize", "--pattern", "gray", "--target-model", "sd15"], "made by code"),
 ])
@@ -118,8 +118,8 @@ def test_missing_generator_is_one_clear_error(tmp_path, tiny_models, caplog):
 @pytest.mark.parametrize("mode", ["cloak", "poison"])
 def test_cancel_stops_target_generation_mid_way(tmp_path, tiny_models, tiny_sd_dir, monkeypatch, mode):
     """An app's cancel acts inside the generator's denoising loop: no further step, no search, nothing written."""
-    from protect.batch import BatchHooks, run_batch
-    from protect.cli import parse_protect_args, protect_options
+    from fixative.batch.runner import BatchHooks, run_batch
+    from fixative.cli.main import parse_protect_args, protect_options
 
     original = targets.GenerationSettings
     monkeypatch.setattr(targets, "GenerationSettings", lambda: original(steps=8, strength=0.5, candidates=2))

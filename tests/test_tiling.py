@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from protect.tiling import blend, plan_tiles, tile_weights
+from fixative.core.tiling import blend, plan_tiles, tile_weights
 
 
 @pytest.mark.parametrize("h,w,tile,overlap,align", [(100, 100, 128, 16, 8), (300, 517, 128, 32, 8),

@@ -6,12 +6,12 @@ import time
 import pytest
 import torch
 
-from protect.constraints import quantize
-from protect.engine import Protector, view_ratio
-from protect.errors import ConfigError
-from protect.optimizer import OptimizerSettings, ViewedImages
-from protect.robust import Draw, resize
-from protect.views import TrainingViews, View, ViewSampler, evaluation_views, view_sizes, views_for, work_size
+from fixative.core.constraints import quantize
+from fixative.core.engine import Protector, view_ratio
+from fixative.core.optimizer import OptimizerSettings, ViewedImages
+from fixative.core.robust import Draw, resize
+from fixative.core.views import TrainingViews, View, ViewSampler, evaluation_views, view_sizes, views_for, work_size
+from fixative.errors import ConfigError
 
 from tiny import TinyEncoder, smooth_image, tiny_perceptual
 
@@ -171,7 +171,9 @@ def test_time_limit_honoured_on_a_large_image(perceptual):
     result = protector.protect(x, t, budget=0.05, settings=OptimizerSettings(
         steps=10_000, seconds=4.0, precision="fp32", linf=8 / 255, views="train"))
     search = result.metrics.search_seconds
-    assert result.metrics.stopped == "seconds" and search <= 4.0 + 2.0  # a step may not start past the limit
+    # a step may not start past the limit: the search ends within one step of it (a step at 1024 px is about
+    # a second on a quiet machine, several under load)
+    assert result.metrics.stopped == "seconds" and search <= 4.0 + max(2.0, 1.5 * search / result.metrics.steps)
     assert result.metrics.tiles == 1 and result.settings["work_size"] == [1024, 1536]
     assert result.image.shape == x.shape
     # what follows the search (upsampling, the full-size check, measuring) is bounded too

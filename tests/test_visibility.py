@@ -11,14 +11,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from protect.budgets import DEFAULT_ZOOMS, LpipsLimit, VisibilityLimit, as_limit, budget_plan, jpeg_equivalent
-from protect.cli import main
-from protect.engine import Protector
-from protect.errors import ConfigError
-from protect.images import load_image
-from protect.optimizer import OptimizerSettings
-from protect.presets import INTENSITIES
-from protect.visibility import (
+from fixative.cli.main import main
+from fixative.core.budgets import DEFAULT_ZOOMS, LpipsLimit, VisibilityLimit, as_limit, budget_plan, jpeg_equivalent
+from fixative.core.engine import Protector
+from fixative.core.optimizer import OptimizerSettings
+from fixative.core.visibility import (
     DEFAULT_PPD,
     ViewingModel,
     VisibilityBudget,
@@ -26,6 +23,9 @@ from protect.visibility import (
     flip_of_file,
     jpeg_reference,
 )
+from fixative.errors import ConfigError
+from fixative.files.images import load_image
+from fixative.presets import INTENSITIES
 
 from tiny import TinyEncoder, smooth_image, tiny_perceptual, tiny_protect_args
 
@@ -89,7 +89,7 @@ def _flip_of_saved(path: Path, x: torch.Tensor) -> float:
 
 
 def test_visibility_budget_holds_on_the_saved_file(protector, tmp_path):
-    from protect.images import save_png
+    from fixative.files.images import save_png
 
     x, t = smooth_image(48, 64, 0), smooth_image(48, 64, 1)
     x = load_image(save_png(tmp_path / "x.png", x)).rgb  # the original as a file would hold it
@@ -224,7 +224,7 @@ def test_cli_refuses_a_bad_jpeg_quality_in_one_line(tiny_models, tmp_path, caplo
 def test_visibility_budget_holds_with_training_views(protector):
     """The search runs at the work resolution (the model at the matching pixels per degree); the saved file at
     full size still passes FLIP against its own JPEG."""
-    from protect.views import TrainingViews
+    from fixative.core.views import TrainingViews
 
     x, t = smooth_image(192, 256, 0), smooth_image(192, 256, 1)
     views = TrainingViews(shorter_sides=(64, 96), bucket_areas=(0.01,), patch=64)
