@@ -10,6 +10,7 @@ else of the checkout (tests, benchmarks, the folders under their own names) land
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
@@ -52,7 +53,7 @@ class EditableFinderHook(BuildHookInterface):
         if self.target_name != "wheel" or version != "editable":
             return
         folders = {name: os.path.join(self.root, folder) for name, folder in PACKAGES.items()}
-        out = tempfile.mkdtemp(prefix="fixative-editable-")
+        out = self._made = tempfile.mkdtemp(prefix="fixative-editable-")
         finder = os.path.join(out, "_fixative_editable.py")
         pth = os.path.join(out, "_fixative_editable.pth")
         with open(finder, "w", encoding="utf-8") as f:
@@ -60,3 +61,9 @@ class EditableFinderHook(BuildHookInterface):
         with open(pth, "w", encoding="utf-8") as f:
             f.write("import _fixative_editable\n")
         build_data["force_include_editable"] = {finder: "_fixative_editable.py", pth: "_fixative_editable.pth"}
+
+    def finalize(self, version: str, build_data: dict, artifact_path: str) -> None:
+        """The finder and .pth are in the wheel now: remove the temporary folder they were written to."""
+        made = getattr(self, "_made", None)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)

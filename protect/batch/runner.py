@@ -35,9 +35,6 @@ from fixative.targets.modes import TargetRequest, target_request
 
 log = logging.getLogger("fixative")
 
-#: the options of a run were called so before :class:`~fixative.options.ProtectOptions` (kept for old callers)
-BatchOptions = ProtectOptions
-
 
 @dataclass
 class BatchHooks:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F  # noqa: F401
 from torch import Tensor, nn
 
 LPIPS_NETS = ("alex", "vgg")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fixative import __version__
 from fixative.files.atomic import atomic_write
+from fixative.files.hashing import sha256_file
 from fixative.provenance.records import (
     looks_like_record,
     now,
@@ -23,7 +24,6 @@ from fixative.provenance.records import (
     record_bytes,
     record_path,
     record_problem,
-    sha256_file,
 )
 
 log = logging.getLogger("fixative")

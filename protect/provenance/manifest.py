@@ -20,6 +20,7 @@ re-exports their public names.
 
 from __future__ import annotations
 
+from fixative.files.hashing import sha256_bytes, sha256_file  # noqa: F401 (re-exported)
 from fixative.provenance.index import (  # noqa: F401 (re-exported)
     INDEX_NAME,
     LOCK_NAME,
@@ -52,8 +53,6 @@ from fixative.provenance.records import (  # noqa: F401 (re-exported)
     recorded_path,
     relative_name,
     settings_hash,
-    sha256_bytes,
-    sha256_file,
     write_record,
 )
 from fixative.provenance.verification import (  # noqa: F401 (re-exported)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fixative.files.atomic import atomic_write
-from fixative.files.hashing import cached_sha256, sha256_bytes, sha256_file  # noqa: F401 (sha256_file re-exported)
+from fixative.files.hashing import cached_sha256, sha256_bytes
 
 RECORD_VERSION = 1
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fixative.errors import FixativeError
+from fixative.files.hashing import sha256_bytes, sha256_file
 from fixative.files.images import IMAGE_SUFFIXES
 from fixative.provenance.index import (
     INDEX_NAME,
@@ -18,7 +19,7 @@ from fixative.provenance.index import (
     record_output_name,
     scan_json,
 )
-from fixative.provenance.records import looks_like_record, record_path, recorded_path, sha256_bytes, sha256_file
+from fixative.provenance.records import looks_like_record, record_path, recorded_path
 
 
 @dataclass
